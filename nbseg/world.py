@@ -1,0 +1,475 @@
+"""The embedded world: a synthetic segmentation dataset written in the PASCAL VOC layout.
+
+Why it exists: real datasets and real DINO weights cannot be downloaded on the machines nbseg is developed and
+tested on, yet every notebook needs images with ground truth. The world is built so that the *real* VOC loader
+reads it, and so that the task cannot be solved by colour alone:
+
+* **Class identity is carried by shape and texture, never by colour.** Every region (thing or stuff) draws its
+  two colours from one palette shared by all classes, with per-instance jitter; the texture pattern mixes them.
+  Dataset-level k-means on raw pixel colours therefore scores far below 50% mIoU (tested).
+* 8 thing classes (two of them, ``mushroom`` and ``house``, made of two parts with different textures, since
+  AlignSeg and TransFGU both report part discovery) and 5 stuff classes.
+* Scenes range from object-centric (one large object) to cluttered (up to five objects, with occlusion) over 1-3
+  stuff regions; random scale, rotation, lighting gradient, noise and blur.
+
+Layout written under ``root``::
+
+    JPEGImages/<id>.png               RGB images (lossless PNG; the VOC loader accepts .jpg or .png)
+    SegmentationClass/<id>.png        palette PNG: 0 = background, 1..8 = things, 255 = thin boundary band
+    SegmentationClassFull/<id>.png    palette PNG: every pixel labelled, things 0..7 then stuff 8..12
+    ImageSets/Segmentation/{train,val}.txt
+    classes.json                      names, thing/stuff flags, coarse groups (a COCO-Stuff-3-like mapping)
+    captions.jsonl                    templated captions per image (synonyms, attributes), for PGSeg
+    world.json                        the arguments that generated the root (used to detect stale roots)
+
+Determinism: image ``index`` is rendered from ``numpy.random.default_rng([seed, index])`` alone. Train images
+have indices ``0 .. n_train-1`` and val images ``VAL_INDEX_OFFSET + 0 .. n_val-1``, so changing ``--train`` never
+changes the val split, and the same arguments give byte-identical files.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from nbseg.io import atomic_write_bytes, atomic_write_text, png_bytes
+
+VAL_INDEX_OFFSET = 1_000_000
+WORLD_FORMAT_VERSION = 1
+
+THING_CLASSES = ["ball", "box", "kite", "star", "cross", "ring", "mushroom", "house"]
+STUFF_CLASSES = ["sky", "grass", "water", "brick", "sand"]
+TWO_PART_THINGS = {"mushroom": ("cap", "stem"), "house": ("roof", "wall")}
+# Coarse groups of the full label set, in the spirit of COCO-Stuff-3 (ground / plant / sky): 3 groups.
+COARSE_GROUPS = {
+    "object": THING_CLASSES,
+    "ground": ["grass", "sand", "water"],
+    "above": ["sky", "brick"],
+}
+SYNONYMS = {
+    "ball": ["ball", "sphere", "orb"], "box": ["box", "crate", "square block"],
+    "kite": ["kite", "triangle", "pennant"], "star": ["star", "starfish shape"],
+    "cross": ["cross", "plus sign"], "ring": ["ring", "donut", "hoop"],
+    "mushroom": ["mushroom", "toadstool"], "house": ["house", "hut", "cottage"],
+    "sky": ["sky", "clouds"], "grass": ["grass", "lawn", "meadow"], "water": ["water", "waves", "lake"],
+    "brick": ["brick wall", "bricks", "masonry"], "sand": ["sand", "beach", "dunes"],
+}
+
+# One palette shared by every class (RGB in [0, 1]); a region picks two entries and jitters them.
+PALETTE = np.array([
+    [0.85, 0.20, 0.20], [0.95, 0.55, 0.15], [0.95, 0.85, 0.25], [0.45, 0.75, 0.25], [0.15, 0.55, 0.30],
+    [0.20, 0.70, 0.75], [0.20, 0.40, 0.85], [0.45, 0.30, 0.75], [0.80, 0.35, 0.65], [0.55, 0.35, 0.20],
+    [0.92, 0.92, 0.90], [0.50, 0.50, 0.52], [0.12, 0.12, 0.15], [0.75, 0.65, 0.50],
+], dtype=np.float32)
+COLOUR_NAMES = ["red", "orange", "yellow", "lime", "green", "teal", "blue", "purple", "pink", "brown",
+                "white", "grey", "black", "beige"]
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """The arguments that fully determine a world root."""
+
+    seed: int = 0
+    size: int = 96
+    n_train: int = 2000
+    n_val: int = 300
+    version: int = WORLD_FORMAT_VERSION
+
+
+@dataclass
+class Sample:
+    """One rendered scene. ``image`` (H, W, 3) uint8; ``voc`` and ``full`` (H, W) uint8 label maps."""
+
+    image: np.ndarray
+    voc: np.ndarray
+    full: np.ndarray
+    captions: list[str] = field(default_factory=list)
+    objects: list[dict] = field(default_factory=list)
+    stuff: list[str] = field(default_factory=list)
+
+
+def class_table() -> dict:
+    """The content of ``classes.json``: both label sets, flags and coarse groups."""
+    full = THING_CLASSES + STUFF_CLASSES
+    group_names = list(COARSE_GROUPS)
+    group_of = {c: group_names.index(g) for g, members in COARSE_GROUPS.items() for c in members}
+    return {
+        "voc": {"names": ["background"] + THING_CLASSES, "ignore_index": 255,
+                "description": "0 = background, 1..8 = things, 255 = boundary band (ignored)"},
+        "full": {"names": full, "is_thing": [c in THING_CLASSES for c in full],
+                 "description": "every pixel labelled: things 0..7, stuff 8..12"},
+        "coarse": {"names": group_names, "full_to_coarse": [group_of[c] for c in full]},
+        "two_part_things": {k: list(v) for k, v in TWO_PART_THINGS.items()},
+        "palette_rgb": PALETTE.round(3).tolist(),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Textures: functions of pixel coordinates (u, v) in a rotated frame, returning a mixing weight in [0, 1].
+# Periods are in pixels, so textures stay resolvable by an 8-pixel patch at every object scale.
+# ----------------------------------------------------------------------------------------------------------
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    field_ = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma, mode="wrap")
+    field_ -= field_.min()
+    return field_ / max(float(field_.max()), 1e-6)
+
+
+def _texture(kind: str, u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mixing weight in [0, 1] for texture ``kind`` at rotated pixel coordinates (u, v)."""
+    period = rng.uniform(5.5, 7.5)
+    phase = rng.uniform(0, 2 * np.pi)
+    if kind == "dots":        # polka dots on a square lattice
+        du = np.mod(u / period + phase, 1.0) - 0.5
+        dv = np.mod(v / period + phase, 1.0) - 0.5
+        return (du * du + dv * dv < 0.09).astype(np.float32)
+    if kind == "checker":
+        return ((np.floor(u / period + phase) + np.floor(v / period)) % 2).astype(np.float32)
+    if kind == "stripes":     # bold parallel stripes
+        return (np.sin(2 * np.pi * u / period + phase) > 0).astype(np.float32)
+    if kind == "rings":       # concentric rings around the object centre
+        return (np.sin(2 * np.pi * np.hypot(u, v) / (0.8 * period) + phase) > 0).astype(np.float32)
+    if kind == "grid":        # thin lines on a square grid
+        gu = np.abs(np.mod(u / period + phase, 1.0) - 0.5) > 0.36
+        gv = np.abs(np.mod(v / period + phase, 1.0) - 0.5) > 0.36
+        return (gu | gv).astype(np.float32)
+    if kind == "spokes":      # radial wedges
+        return (np.sin(8 * np.arctan2(v, u) + phase) > 0).astype(np.float32)
+    if kind == "hatch":       # diagonal cross-hatch
+        a = np.sin(2 * np.pi * (u + v) / period + phase) > 0.4
+        b = np.sin(2 * np.pi * (u - v) / period + phase) > 0.4
+        return (a | b).astype(np.float32)
+    if kind == "zigzag":
+        return (np.sin(2 * np.pi * (v + 2.0 * np.abs(np.mod(u / period, 1.0) - 0.5) * period) / period) > 0
+                ).astype(np.float32)
+    if kind == "solid_speckle":  # nearly flat with sparse small speckles
+        return (rng.random(u.shape) > 0.93).astype(np.float32)
+    # ---------- stuff textures ----------
+    if kind == "sky":         # smooth gradient with soft clouds
+        return np.clip(0.6 * _smooth_noise(rng, u.shape, 6.0) + 0.4 * (v - v.min()) / max(np.ptp(v), 1), 0, 1)
+    if kind == "grass":       # dense thin vertical blades
+        blades = np.sin(2 * np.pi * u / 2.7 + 3 * _smooth_noise(rng, u.shape, 3.0)) > 0.2
+        return np.clip(blades * 0.8 + 0.2 * rng.random(u.shape), 0, 1).astype(np.float32)
+    if kind == "water":       # horizontal waves
+        return (0.5 + 0.5 * np.sin(2 * np.pi * v / 4.5 + 1.2 * np.sin(2 * np.pi * u / 17.0 + phase))
+                ).astype(np.float32)
+    if kind == "brick":       # running-bond bricks with mortar lines
+        row = np.floor(v / 6.0)
+        uu = u + 6.0 * (row % 2)
+        mortar = (np.mod(v, 6.0) < 1.2) | (np.mod(uu, 12.0) < 1.2)
+        return mortar.astype(np.float32)
+    if kind == "sand":        # fine isotropic grain
+        return np.clip(ndimage.gaussian_filter(rng.random(u.shape).astype(np.float32), 0.7) * 2 - 0.5, 0, 1)
+    raise ValueError(f"unknown texture {kind!r}")
+
+
+THING_TEXTURE = {"ball": "dots", "box": "checker", "kite": "stripes", "star": "rings", "cross": "grid",
+                 "ring": "spokes", "mushroom": ("dots", "stripes"), "house": ("hatch", "brick_small")}
+
+
+def _thing_masks(name: str, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+    """Boolean masks of the parts of thing ``name`` at normalised object coordinates (x, y) (radius ~1)."""
+    r = np.hypot(x, y)
+    if name == "ball":
+        return [r < 1.0]
+    if name == "box":
+        return [(np.abs(x) < 0.82) & (np.abs(y) < 0.82)]
+    if name == "kite":        # isosceles triangle pointing up
+        return [(y > -0.9) & (y < 0.8) & (np.abs(x) < (y + 0.9) * 0.55)]
+    if name == "star":
+        theta = np.arctan2(y, x)
+        return [r < 0.45 + 0.5 * (0.5 + 0.5 * np.cos(5 * theta))]
+    if name == "cross":
+        return [((np.abs(x) < 0.3) & (np.abs(y) < 0.95)) | ((np.abs(y) < 0.3) & (np.abs(x) < 0.95))]
+    if name == "ring":
+        return [(r < 1.0) & (r > 0.55)]
+    if name == "mushroom":    # cap (upper half disc) + stem (rectangle below)
+        cap = (r < 1.0) & (y < 0.05)
+        stem = (np.abs(x) < 0.3) & (y >= 0.05) & (y < 0.95)
+        return [cap, stem]
+    if name == "house":       # roof (triangle) + wall (rectangle)
+        roof = (y < -0.1) & (y > -1.0) & (np.abs(x) < (y + 1.0) * 0.95)
+        wall = (np.abs(x) < 0.7) & (y >= -0.1) & (y < 0.9)
+        return [roof, wall]
+    raise ValueError(name)
+
+
+def _jittered_colour(rng: np.random.Generator, exclude: int | None = None) -> tuple[np.ndarray, int]:
+    idx = int(rng.integers(len(PALETTE)))
+    if exclude is not None and idx == exclude:
+        idx = (idx + 1 + int(rng.integers(len(PALETTE) - 1))) % len(PALETTE)
+    colour = np.clip(PALETTE[idx] + rng.normal(0, 0.05, 3), 0, 1).astype(np.float32)
+    return colour, idx
+
+
+def _paint(canvas: np.ndarray, mask: np.ndarray, weight: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> None:
+    mix = c0[None, :] * (1 - weight[mask, None]) + c1[None, :] * weight[mask, None]
+    canvas[mask] = mix
+
+
+def render(seed: int, index: int, size: int = 96) -> Sample:
+    """Render scene ``index`` of the world with ``seed``; a pure function of its arguments.
+
+    Returns the uint8 image (size, size, 3), the VOC label map (things 1..8, background 0, boundary 255),
+    the full label map (things 0..7, stuff 8..12) and templated captions.
+    """
+    rng = np.random.default_rng([int(seed), int(index)])
+    H = W = size
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    canvas = np.zeros((H, W, 3), np.float32)
+    n_things = len(THING_CLASSES)
+    full = np.zeros((H, W), np.uint8)
+    things = np.zeros((H, W), np.uint8)          # 0 = no thing, else thing id + 1
+
+    # ---- 1-3 stuff regions separated by wavy, tilted boundaries -------------------------------------------
+    n_stuff = int(rng.choice([1, 2, 3], p=[0.25, 0.45, 0.30]))
+    stuff_ids = rng.choice(len(STUFF_CLASSES), size=n_stuff, replace=False)
+    cuts = np.sort(rng.uniform(0.2, 0.8, n_stuff - 1)) * H
+    tilt = rng.uniform(-0.35, 0.35)
+    region = np.zeros((H, W), np.int64)
+    for k, cut in enumerate(cuts):
+        wave = cut + tilt * (xx - W / 2) + rng.uniform(1, 5) * np.sin(2 * np.pi * xx / rng.uniform(25, 60)
+                                                                       + rng.uniform(0, 6.3))
+        region += (yy > wave).astype(np.int64)
+    stuff_names = []
+    for k, sid in enumerate(stuff_ids):
+        m = region == k
+        if not m.any():
+            continue
+        name = STUFF_CLASSES[sid]
+        stuff_names.append(name)
+        ang = rng.uniform(-0.15, 0.15)
+        u = np.cos(ang) * xx + np.sin(ang) * yy
+        v = -np.sin(ang) * xx + np.cos(ang) * yy
+        c0, i0 = _jittered_colour(rng)
+        c1, _ = _jittered_colour(rng, exclude=i0)
+        _paint(canvas, m, _texture(name, u, v, rng), c0, c1)
+        full[m] = n_things + sid
+
+    # ---- things: object-centric (one large) to cluttered (up to 5, occluding) ------------------------------
+    n_obj = int(rng.choice([1, 2, 3, 4, 5], p=[0.3, 0.25, 0.2, 0.15, 0.1]))
+    objects = []
+    for _ in range(n_obj):
+        cid = int(rng.integers(n_things))
+        name = THING_CLASSES[cid]
+        radius = (rng.uniform(0.28, 0.42) if n_obj == 1 else rng.uniform(0.13, 0.26)) * size
+        cx, cy = rng.uniform(radius * 0.6, W - radius * 0.6), rng.uniform(radius * 0.6, H - radius * 0.6)
+        theta = rng.uniform(-np.pi, np.pi) if name not in TWO_PART_THINGS else rng.uniform(-0.6, 0.6)
+        aspect = rng.uniform(0.85, 1.15)
+        ct, st = np.cos(theta), np.sin(theta)
+        u = ct * (xx - cx) + st * (yy - cy)          # rotated pixel coordinates (texture frame)
+        v = -st * (xx - cx) + ct * (yy - cy)
+        parts = _thing_masks(name, u / (radius * aspect), v / (radius / aspect))
+        textures = THING_TEXTURE[name] if isinstance(THING_TEXTURE[name], tuple) else (THING_TEXTURE[name],)
+        c0, i0 = _jittered_colour(rng)
+        colour_name = COLOUR_NAMES[i0]
+        for part, tex in zip(parts, textures):
+            if not part.any():
+                continue
+            c1, i1 = _jittered_colour(rng, exclude=i0)
+            if tex == "brick_small":
+                weight = _texture("grid", u, v, rng)
+            else:
+                weight = _texture(tex, u, v, rng)
+            _paint(canvas, part, weight, c0, c1)
+            if len(parts) > 1:                       # parts of one object may differ in base colour too
+                c0, i0 = _jittered_colour(rng)
+        mask = np.logical_or.reduce(parts)
+        full[mask] = cid
+        things[mask] = cid + 1
+        objects.append({"class": name, "colour": colour_name, "radius": float(radius / size)})
+
+    # ---- photometric nuisance: lighting gradient, blur, noise -------------------------------------------
+    gdir = rng.uniform(-np.pi, np.pi)
+    gradient = 1.0 + rng.uniform(0.0, 0.35) * ((np.cos(gdir) * (xx - W / 2) + np.sin(gdir) * (yy - H / 2)) / size)
+    canvas *= gradient[..., None]
+    blur = rng.uniform(0.0, 0.8)
+    if blur > 0.15:
+        canvas = ndimage.gaussian_filter(canvas, sigma=(blur, blur, 0))
+    canvas += rng.normal(0, rng.uniform(0.0, 0.04), canvas.shape).astype(np.float32)
+    image = (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+    # ---- VOC labels: things + background, 255 on a thin band where thing labels meet ----------------------
+    voc = things.copy()
+    grown = ndimage.maximum_filter(things, size=3)
+    shrunk = ndimage.minimum_filter(things, size=3)
+    voc[grown != shrunk] = 255
+
+    captions = _captions(rng, objects, stuff_names)
+    return Sample(image=image, voc=voc, full=full, captions=captions, objects=objects, stuff=stuff_names)
+
+
+def _captions(rng: np.random.Generator, objects: list[dict], stuff: list[str]) -> list[str]:
+    """Two templated captions naming the things (with colour/size attributes and synonyms) and the stuff."""
+    out = []
+    for _ in range(2):
+        parts = []
+        for obj in objects:
+            syn = SYNONYMS[obj["class"]][int(rng.integers(len(SYNONYMS[obj["class"]])))]
+            size_word = "large" if obj["radius"] > 0.27 else ("small" if obj["radius"] < 0.17 else "")
+            attrs = [w for w in (size_word, obj["colour"] if rng.random() < 0.6 else "") if w]
+            parts.append(" ".join(["a"] + attrs + [syn]))
+        stuff_words = [SYNONYMS[s][int(rng.integers(len(SYNONYMS[s])))] for s in stuff]
+        things_txt = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] if parts else "nothing"
+        template = ["{t} on {s}", "a picture of {t} with {s}", "{t} in front of {s}"][int(rng.integers(3))]
+        out.append(template.format(t=things_txt, s=" and ".join(stuff_words)))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Writing a root
+# ----------------------------------------------------------------------------------------------------------
+
+def voc_palette() -> list[int]:
+    """The standard PASCAL VOC colour map (256 entries, flattened RGB), so label PNGs look like VOC's."""
+    pal = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
+
+
+def image_id(index: int) -> str:
+    return f"w{index:07d}"
+
+
+def split_indices(spec: WorldSpec) -> dict[str, list[int]]:
+    return {"train": list(range(spec.n_train)),
+            "val": [VAL_INDEX_OFFSET + i for i in range(spec.n_val)]}
+
+
+def _write_one(job: tuple[str, int, int, int]) -> tuple[str, list[str]]:
+    root, seed, index, size = job
+    root_p = Path(root)
+    sample = render(seed, index, size)
+    name = image_id(index)
+    pal = voc_palette()
+    files = {
+        root_p / "JPEGImages" / f"{name}.png": png_bytes(Image.fromarray(sample.image, "RGB")),
+        root_p / "SegmentationClass" / f"{name}.png": png_bytes(_palette_image(sample.voc, pal)),
+        root_p / "SegmentationClassFull" / f"{name}.png": png_bytes(_palette_image(sample.full, pal)),
+    }
+    for path, data in files.items():
+        atomic_write_bytes(path, data)
+    return name, sample.captions
+
+
+def _palette_image(label: np.ndarray, pal: list[int]) -> Image.Image:
+    im = Image.fromarray(label, "P")
+    im.putpalette(pal)
+    return im
+
+
+def default_root() -> Path:
+    """``$NBSEG_DATA/world`` if set, else ``data/world`` next to the package's repository checkout."""
+    base = os.environ.get("NBSEG_DATA")
+    if base:
+        return Path(base) / "world"
+    repo = Path(__file__).resolve().parent.parent
+    return repo / "data" / "world"
+
+
+def is_complete(root: Path, spec: WorldSpec) -> bool:
+    marker = Path(root) / "world.json"
+    if not marker.exists():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("spec") == asdict(spec)
+    except json.JSONDecodeError:
+        return False
+
+
+def write_world(root: str | Path | None = None, spec: WorldSpec = WorldSpec(), *, workers: int | None = None,
+                progress: bool = True) -> Path:
+    """Write the world root (idempotent: an existing complete root with the same spec is kept as is).
+
+    Files are written atomically and ``world.json`` last, so an interrupted run leaves no marker and the next call
+    regenerates; images already present are simply rewritten with identical bytes.
+    """
+    from tqdm.auto import tqdm
+
+    root = Path(root) if root is not None else default_root()
+    if is_complete(root, spec):
+        return root
+    marker = root / "world.json"
+    if marker.exists():
+        marker.unlink()   # a root with other arguments is regenerated in place; stale ids are removed below
+    for sub in ("JPEGImages", "SegmentationClass", "SegmentationClassFull", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    splits = split_indices(spec)
+    jobs = [(str(root), spec.seed, idx, spec.size) for split in ("train", "val") for idx in splits[split]]
+    captions: dict[str, list[str]] = {}
+    workers = workers or min(2, os.cpu_count() or 1)
+    bar = tqdm(total=len(jobs), desc=f"world -> {root}", unit="img", disable=not progress)
+    if workers > 1:
+        with get_context("fork").Pool(workers) as pool:
+            for name, caps in pool.imap(_write_one, jobs, chunksize=16):
+                captions[name] = caps
+                bar.update()
+    else:
+        for job in jobs:
+            name, caps = _write_one(job)
+            captions[name] = caps
+            bar.update()
+    bar.close()
+    wanted = {image_id(i) for idxs in splits.values() for i in idxs}
+    for sub in ("JPEGImages", "SegmentationClass", "SegmentationClassFull"):
+        for f in (root / sub).glob("*.png"):
+            if f.stem not in wanted:
+                f.unlink()
+    for split, idxs in splits.items():
+        atomic_write_text(root / "ImageSets" / "Segmentation" / f"{split}.txt",
+                          "".join(image_id(i) + "\n" for i in idxs))
+    atomic_write_text(root / "classes.json", json.dumps(class_table(), indent=1))
+    lines = [json.dumps({"id": image_id(i), "captions": captions[image_id(i)]})
+             for split in ("train", "val") for i in splits[split]]
+    atomic_write_text(root / "captions.jsonl", "\n".join(lines) + "\n")
+    atomic_write_text(marker, json.dumps({"spec": asdict(spec), "generator": "nbseg.world"}, indent=1))
+    return root
+
+
+def ensure_world(root: str | Path | None = None, spec: WorldSpec = WorldSpec(), progress: bool = True) -> Path:
+    """Return a complete world root, generating it first when absent (every command that needs the world calls
+    this)."""
+    return write_world(root, spec, progress=progress)
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "world", help="write the embedded synthetic world (PASCAL VOC layout)",
+        description="Write the embedded synthetic world in the PASCAL VOC layout. Identical arguments give "
+                    "byte-identical files; an existing complete root with the same arguments is left untouched.")
+    p.add_argument("dir", nargs="?", default=None,
+                   help="output root (default: $NBSEG_DATA/world, else data/world in the checkout)")
+    p.add_argument("--seed", type=int, default=0, help="world seed; image i is rendered from (seed, i) alone")
+    p.add_argument("--size", type=int, default=96, help="image side in pixels (a multiple of 8 suits patch-8 ViTs)")
+    p.add_argument("--train", type=int, default=2000, help="number of train images")
+    p.add_argument("--val", type=int, default=300, help="number of val images")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: min(2, cores))")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    import time
+
+    if args.size < 16 or args.train < 0 or args.val < 1:
+        raise SystemExit(f"nbseg world: need --size >= 16, --train >= 0, --val >= 1 "
+                         f"(got {args.size}, {args.train}, {args.val})")
+    t0 = time.perf_counter()
+    spec = WorldSpec(seed=args.seed, size=args.size, n_train=args.train, n_val=args.val)
+    root = write_world(args.dir, spec, workers=args.workers)
+    print(f"world written to {root} in {time.perf_counter() - t0:.1f} s "
+          f"({args.train} train + {args.val} val images, {args.size}px, seed {args.seed})")
+    return 0
