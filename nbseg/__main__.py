@@ -1,0 +1,6 @@
+"""``python -m nbseg ...`` (what ``torchrun -m nbseg`` launches)."""
+import sys
+
+from nbseg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,269 @@
+"""DINO self-distillation (Caron et al., ICCV 2021, "Emerging Properties in Self-Supervised Vision Transformers").
+
+The pieces of the method as pure functions and small modules, each named after what it computes:
+
+* :func:`dino_loss` - cross-entropy between the centred, sharpened teacher distribution of each global view and the
+  student distribution of every *other* view (paper Eq. 2 and Algorithm 1).
+* :func:`updated_center` - the EMA of the teacher's batch mean output that prevents collapse (centering).
+* :func:`cosine_schedule` - DINO's per-iteration cosine schedule with linear warm-up (lr, weight decay, momentum).
+* :func:`teacher_temperature_schedule` - the linear teacher-temperature warm-up, then constant.
+* :func:`ema_update_` - teacher <- m * teacher + (1 - m) * student.
+* :func:`clip_gradients_` - DINO clips each parameter's gradient norm separately.
+* :class:`DINOHead` - the projection head: 3-layer MLP -> L2 normalisation -> weight-normalised last layer
+  (its norm fixed at 1, ``norm_last_layer=True``).
+* :class:`MultiCropAugmentation` - 2 global + N local views with DINO's photometric augmentations, drawn from an
+  explicit ``torch.Generator`` so the views of sample ``i`` at epoch ``e`` depend only on (seed, e, i): that is
+  what makes a resumed run identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms.v2 import functional as TF
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loss and centering
+# ----------------------------------------------------------------------------------------------------------
+
+def dino_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, center: torch.Tensor,
+              n_global: int, student_temp: float, teacher_temp: float) -> torch.Tensor:
+    """DINO's multi-crop distillation loss (Eq. 2, Algorithm 1).
+
+    ``P_t = softmax((g_t(x) - C) / tau_t)`` for each global view, ``P_s = softmax(g_s(x') / tau_s)`` for each view,
+    and ``L = mean over pairs (x in globals, x' in all views, x' != x) of  -sum_k P_t[k] log P_s[k]``, averaged over
+    the batch.
+
+    Args:
+        student_logits: (V * B, K) head outputs for V views, grouped view-major (all of view 0 first).
+        teacher_logits: (n_global * B, K) teacher outputs for the global views (no gradient).
+        center: (1, K) running center C.
+        n_global: number of global views (the first ``n_global`` student views are the same images).
+    Returns:
+        scalar loss.
+    """
+    n_views = student_logits.shape[0] // (teacher_logits.shape[0] // n_global)
+    student_logp = F.log_softmax(student_logits.float() / student_temp, dim=-1).chunk(n_views)
+    teacher_p = F.softmax((teacher_logits.float() - center) / teacher_temp, dim=-1).detach().chunk(n_global)
+    total, n_pairs = student_logits.new_zeros((), dtype=torch.float32), 0
+    for t_idx, p_t in enumerate(teacher_p):
+        for s_idx, logp_s in enumerate(student_logp):
+            if s_idx == t_idx:       # never compare a view with itself
+                continue
+            total = total + torch.sum(-p_t * logp_s, dim=-1).mean()
+            n_pairs += 1
+    return total / n_pairs
+
+
+@torch.no_grad()
+def updated_center(center: torch.Tensor, teacher_logits: torch.Tensor, momentum: float,
+                   batch_mean: torch.Tensor | None = None) -> torch.Tensor:
+    """``C <- m C + (1 - m) mean(g_t(x))`` (paper Sec. 3.1, centering). Returns the new (1, K) center.
+
+    ``batch_mean`` lets a distributed run pass the all-reduced mean over every process.
+    """
+    if batch_mean is None:
+        batch_mean = teacher_logits.float().mean(dim=0, keepdim=True)
+    return center * momentum + batch_mean * (1 - momentum)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Schedules and updates
+# ----------------------------------------------------------------------------------------------------------
+
+def cosine_schedule(base_value: float, final_value: float, epochs: int, iters_per_epoch: int,
+                    warmup_epochs: float = 0, start_warmup_value: float = 0.0) -> np.ndarray:
+    """Per-iteration values: linear warm-up from ``start_warmup_value`` to ``base_value`` over ``warmup_epochs``,
+    then a half-cosine from ``base_value`` to ``final_value``. Shape (epochs * iters_per_epoch,)."""
+    total = epochs * iters_per_epoch
+    warmup_iters = int(round(warmup_epochs * iters_per_epoch))
+    warmup = np.linspace(start_warmup_value, base_value, warmup_iters, endpoint=False) if warmup_iters else np.array([])
+    steps = np.arange(total - warmup_iters)
+    n = max(len(steps), 1)
+    cosine = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * steps / n))
+    return np.concatenate([warmup, cosine])[:total]
+
+
+def teacher_temperature_schedule(warmup_temp: float, final_temp: float, warmup_epochs: int, epochs: int
+                                 ) -> np.ndarray:
+    """Per-epoch teacher temperature: linear from ``warmup_temp`` to ``final_temp`` over ``warmup_epochs``, then
+    constant (DINO's ``warmup_teacher_temp`` / ``teacher_temp``). Shape (epochs,)."""
+    warm = np.linspace(warmup_temp, final_temp, warmup_epochs) if warmup_epochs else np.array([])
+    return np.concatenate([warm, np.full(max(epochs - warmup_epochs, 0), final_temp)])[:epochs]
+
+
+@torch.no_grad()
+def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """In place: ``theta_t <- m theta_t + (1 - m) theta_s`` over matching parameters (Sec. 3.1)."""
+    for p_t, p_s in zip(teacher.parameters(), student.parameters()):
+        p_t.mul_(momentum).add_(p_s.detach(), alpha=1 - momentum)
+
+
+def clip_gradients_(model: nn.Module, max_norm: float) -> list[float]:
+    """Clip each parameter's gradient to norm ``max_norm`` separately (as DINO does). Returns the norms before."""
+    norms = []
+    for p in model.parameters():
+        if p.grad is None:
+            continue
+        norm = p.grad.detach().norm(2).item()
+        norms.append(norm)
+        clip = max_norm / (norm + 1e-6)
+        if clip < 1:
+            p.grad.mul_(clip)
+    return norms
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Projection head
+# ----------------------------------------------------------------------------------------------------------
+
+class DINOHead(nn.Module):
+    """MLP (in -> hidden -> hidden -> bottleneck, GELU) -> L2 normalise -> weight-normalised linear to ``out_dim``.
+
+    With ``norm_last_layer`` the weight-norm magnitude is fixed at 1 (not trained), which DINO found stabilises
+    training. Input (N, in_dim), output (N, out_dim) logits.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 1024, bottleneck_dim: int = 256,
+                 norm_last_layer: bool = True):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.GELU(),
+            nn.Linear(hidden_dim, hidden_dim), nn.GELU(),
+            nn.Linear(hidden_dim, bottleneck_dim),
+        )
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        # Weight normalisation written out (w = g * v / ||v||) rather than the deprecated nn.utils.weight_norm.
+        self.last_v = nn.Parameter(torch.empty(out_dim, bottleneck_dim))
+        nn.init.trunc_normal_(self.last_v, std=0.02)
+        self.last_g = nn.Parameter(torch.ones(out_dim, 1), requires_grad=not norm_last_layer)
+
+    def last_layer_parameters(self) -> list[nn.Parameter]:
+        return [p for p in (self.last_v, self.last_g) if p.requires_grad]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = F.normalize(self.mlp(x), dim=-1, p=2)
+        weight = self.last_g * F.normalize(self.last_v, dim=1)
+        return z @ weight.t()
+
+
+class StudentTeacherNet(nn.Module):
+    """Backbone + head applied to a list of views; views of equal size are batched together (as in DINO)."""
+
+    def __init__(self, backbone: nn.Module, head: DINOHead):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, views: list[torch.Tensor]) -> torch.Tensor:
+        """views: list of (B, 3, s_i, s_i) normalised crops -> (len(views) * B, out_dim), view-major."""
+        outputs, start = [], 0
+        sizes = [v.shape[-1] for v in views]
+        while start < len(views):
+            end = start
+            while end < len(views) and sizes[end] == sizes[start]:
+                end += 1
+            tokens = self.backbone.forward_features(torch.cat(views[start:end]))
+            outputs.append(tokens[:, 0])              # CLS token after the final norm
+            start = end
+        return self.head(torch.cat(outputs))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Multi-crop augmentation with an explicit generator
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class MultiCropConfig:
+    """Crop sizes scale with the data: DINO uses 224 / 96 px on ImageNet; the 96-px world uses 64 / 32."""
+
+    global_size: int = 64
+    local_size: int = 32
+    n_local: int = 4
+    global_scale: tuple[float, float] = (0.25, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.25)
+    colour_jitter: float = 0.4       # brightness / contrast / saturation strength (hue 0.1), applied with p=0.8
+    grayscale_p: float = 0.2
+
+
+def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * torch.rand((), generator=gen).item()
+
+
+def random_resized_crop_box(height: int, width: int, scale: tuple[float, float], gen: torch.Generator,
+                            ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a crop covering ``scale`` of the area with log-uniform aspect ``ratio``
+    (torchvision's RandomResizedCrop rule, sampled from ``gen``)."""
+    area = height * width
+    for _ in range(10):
+        target = area * _uniform(gen, *scale)
+        aspect = math.exp(_uniform(gen, math.log(ratio[0]), math.log(ratio[1])))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (1,), generator=gen))
+            left = int(torch.randint(0, width - w + 1, (1,), generator=gen))
+            return top, left, h, w
+    side = min(height, width)                   # fallback: centre crop
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+class MultiCropAugmentation:
+    """DINO's augmentation: 2 global views (blur p=1.0 / p=0.1, solarise p=0.2 on the second) and ``n_local``
+    local views (blur p=0.5), each with flip, colour jitter (p=0.8) and grayscale (p=0.2).
+
+    ``__call__(image (3, H, W) float in [0, 1], gen)`` returns a list of views in [0, 1]: globals first.
+    """
+
+    def __init__(self, cfg: MultiCropConfig):
+        self.cfg = cfg
+
+    def _photometric(self, x: torch.Tensor, gen: torch.Generator, blur_p: float, solarize_p: float) -> torch.Tensor:
+        cfg = self.cfg
+        if torch.rand((), generator=gen) < 0.5:
+            x = TF.horizontal_flip(x)
+        if torch.rand((), generator=gen) < 0.8:
+            s = cfg.colour_jitter
+            order = torch.randperm(4, generator=gen).tolist()
+            factors = [_uniform(gen, 1 - s, 1 + s), _uniform(gen, 1 - s, 1 + s), _uniform(gen, 1 - s, 1 + s),
+                       _uniform(gen, -0.1, 0.1)]
+            for op in order:
+                if op == 0:
+                    x = TF.adjust_brightness(x, factors[0])
+                elif op == 1:
+                    x = TF.adjust_contrast(x, factors[1])
+                elif op == 2:
+                    x = TF.adjust_saturation(x, factors[2])
+                else:
+                    x = TF.adjust_hue(x, factors[3])
+        if torch.rand((), generator=gen) < cfg.grayscale_p:
+            x = TF.rgb_to_grayscale(x, num_output_channels=3)
+        if torch.rand((), generator=gen) < blur_p:
+            sigma = _uniform(gen, 0.1, 2.0) * x.shape[-1] / 224 * 2   # DINO's sigma range, scaled to the crop size
+            kernel = max(3, int(2 * math.ceil(3 * sigma) + 1))
+            x = TF.gaussian_blur(x, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
+        if torch.rand((), generator=gen) < solarize_p:
+            x = TF.solarize(x, threshold=0.5)
+        return x.clamp(0, 1)
+
+    def __call__(self, image: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
+        cfg = self.cfg
+        H, W = image.shape[-2:]
+        views = []
+        for i, (blur_p, sol_p) in enumerate(((1.0, 0.0), (0.1, 0.2))):
+            t, l, h, w = random_resized_crop_box(H, W, cfg.global_scale, gen)
+            crop = TF.resized_crop(image, t, l, h, w, [cfg.global_size, cfg.global_size], antialias=True)
+            views.append(self._photometric(crop, gen, blur_p, sol_p))
+        for _ in range(cfg.n_local):
+            t, l, h, w = random_resized_crop_box(H, W, cfg.local_scale, gen)
+            crop = TF.resized_crop(image, t, l, h, w, [cfg.local_size, cfg.local_size], antialias=True)
+            views.append(self._photometric(crop, gen, 0.5, 0.0))
+        return views

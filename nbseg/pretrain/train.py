@@ -1,0 +1,415 @@
+"""``nbseg pretrain``: DINO self-distillation of a ViT on any image collection, with exact resume.
+
+A run folder holds ``config.yaml`` (the resolved config), ``provenance.json``, ``checkpoint.pt`` (atomic; student,
+teacher, optimiser, center, step), ``log.csv`` (one row per logged step) and ``loss_curve.png``.
+
+Exact resume: the order of the images in epoch ``e`` comes from a generator seeded by (seed, e), the views of image
+``i`` in epoch ``e`` from (seed, e, i), and the stochastic depth of step ``s`` from (seed, s, rank). A run stopped at
+any step and resumed from its checkpoint therefore computes the same updates as an uninterrupted run (tested on CPU).
+
+Distributed: launched with ``torchrun --nproc_per_node N -m nbseg pretrain ...`` each process takes a slice of every
+global batch, the student is wrapped in DistributedDataParallel (NCCL on CUDA, gloo on CPU) and the center is
+all-reduced. AMP: bf16 autocast on CUDA.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from nbseg.config import dump_yaml, to_dict
+from nbseg.errors import ConfigError, NbsegError
+from nbseg.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
+from nbseg.pretrain.dino import (DINOHead, MultiCropAugmentation, MultiCropConfig, StudentTeacherNet,
+                                 clip_gradients_, cosine_schedule, dino_loss, ema_update_,
+                                 teacher_temperature_schedule, updated_center)
+
+CHECKPOINT = "checkpoint.pt"
+LOG_FIELDS = ["step", "epoch", "loss", "lr", "weight_decay", "momentum", "teacher_temp", "seconds"]
+
+
+@dataclass
+class PretrainConfig:
+    """Every knob of a DINO run. Defaults follow the DINO paper / released ViT-S recipe unless marked (world)."""
+
+    # data
+    data: str = "world"                  # a dataset name nbseg knows (world, voc, cocostuff27, ...) or "folder"
+    root: str | None = None              # dataset root (None: the default world root)
+    split: str = "train"
+    image_size: int = 96                 # images are resized (short side) to this before cropping
+    # model
+    arch: str = "nbseg_vit_tiny_patch8"  # any timm ViT name
+    drop_path_rate: float = 0.1
+    out_dim: int = 2048                  # DINO uses 65536 on ImageNet; the world has ~13 concepts (world)
+    head_hidden_dim: int = 1024
+    bottleneck_dim: int = 256
+    norm_last_layer: bool = True
+    # multi-crop (sizes scaled to the data: 224/96 on ImageNet)
+    global_size: int = 64
+    local_size: int = 32
+    n_local: int = 4
+    global_scale: tuple[float, float] = (0.25, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.25)
+    # optimisation
+    epochs: int = 100
+    batch_size: int = 64                 # global batch over all processes
+    blr: float = 0.0005                  # lr = blr * batch_size / 256 (linear scaling rule)
+    min_lr: float = 1e-6
+    warmup_epochs: int = 10
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    clip_grad: float = 3.0
+    freeze_last_layer: int = 1           # epochs during which the head's last layer gets no update
+    # distillation
+    momentum_teacher: float = 0.996
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 0
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
+    # run
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"                 # auto | cpu | cuda
+    amp: bool = True                     # bf16 autocast, used on CUDA only
+    log_every: int = 10                  # steps between log rows
+    checkpoint_every: int = 50           # steps between checkpoints (and at every epoch end)
+    max_steps: int | None = None         # stop (with a checkpoint) after this global step: budgeted or test runs
+
+    def validate(self) -> None:
+        if self.batch_size < 2:
+            raise ConfigError("batch_size must be >= 2")
+        if self.global_size % 8 or self.local_size % 8:
+            raise ConfigError(f"crop sizes must be multiples of the patch size (8 or 16); got "
+                              f"{self.global_size} / {self.local_size}")
+        if self.epochs < 1:
+            raise ConfigError("epochs must be >= 1")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------
+
+def _seed_of(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def open_images(cfg: PretrainConfig):
+    """The image collection a run trains on: a dataset nbseg knows, or a folder of images."""
+    from nbseg.data import load_dataset
+
+    if cfg.data == "world" and cfg.root is None:
+        from nbseg.world import ensure_world
+
+        ensure_world()
+    kwargs = {}
+    return load_dataset(cfg.data, root=cfg.root, split=cfg.split, **kwargs)
+
+
+class MultiCropViews(torch.utils.data.Dataset):
+    """Item ``i`` -> the list of views of image ``i``, drawn from a generator seeded by (seed, epoch, i)."""
+
+    def __init__(self, images, cfg: PretrainConfig):
+        self.images = images
+        self.cfg = cfg
+        self.aug = MultiCropAugmentation(MultiCropConfig(
+            global_size=cfg.global_size, local_size=cfg.local_size, n_local=cfg.n_local,
+            global_scale=tuple(cfg.global_scale), local_scale=tuple(cfg.local_scale)))
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> list[torch.Tensor]:
+        image = self.images[i].image
+        short = min(image.shape[-2:])
+        if short != self.cfg.image_size:
+            from torchvision.transforms.v2 import functional as TF
+
+            image = TF.resize(image, self.cfg.image_size, antialias=True)
+        gen = torch.Generator().manual_seed(_seed_of(self.cfg.seed, self.epoch, i))
+        return self.aug(image, gen)
+
+
+def epoch_batches(n_items: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The global batches of ``epoch``: a permutation seeded by (seed, epoch), last partial batch dropped."""
+    gen = torch.Generator().manual_seed(_seed_of(seed, epoch, 7))
+    perm = torch.randperm(n_items, generator=gen).tolist()
+    n_batches = n_items // batch_size
+    return [perm[k * batch_size:(k + 1) * batch_size] for k in range(n_batches)]
+
+
+def _collate_views(batch: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    return [torch.stack(views) for views in zip(*batch)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------------------
+
+def build_networks(cfg: PretrainConfig) -> tuple[StudentTeacherNet, StudentTeacherNet]:
+    """Student and teacher: same ViT + DINO head; the teacher starts as a copy and is never trained directly."""
+    from nbseg.backbones import create_model
+
+    torch.manual_seed(cfg.seed)
+    student_vit = create_model(cfg.arch, pretrained=False, drop_path_rate=cfg.drop_path_rate)
+    teacher_vit = create_model(cfg.arch, pretrained=False)
+    dim = student_vit.embed_dim
+    student = StudentTeacherNet(student_vit, DINOHead(dim, cfg.out_dim, cfg.head_hidden_dim, cfg.bottleneck_dim,
+                                                       cfg.norm_last_layer))
+    teacher = StudentTeacherNet(teacher_vit, DINOHead(dim, cfg.out_dim, cfg.head_hidden_dim, cfg.bottleneck_dim,
+                                                       cfg.norm_last_layer))
+    teacher.load_state_dict(student.state_dict())
+    teacher.requires_grad_(False)
+    return student, teacher
+
+
+def parameter_groups(model: nn.Module) -> list[dict]:
+    """No weight decay on biases and norm parameters (1-D tensors), as in DINO."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Distributed helpers
+# ----------------------------------------------------------------------------------------------------------
+
+def _dist_info() -> tuple[int, int, int]:
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    return 0, 1, 0
+
+
+def _resolve_device(cfg: PretrainConfig, local_rank: int) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if cfg.device == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device=cuda but no CUDA device is visible; use device=cpu or device=auto")
+        return torch.device(f"cuda:{local_rank}")
+    return torch.device(cfg.device)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------------------
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def loss_curve_figure(rows: list[dict], title: str):
+    from nbseg.viz import curve_figure
+
+    steps = np.array([float(r["step"]) for r in rows])
+    return curve_figure(steps, {"DINO loss": np.array([float(r["loss"]) for r in rows])}, title=title,
+                        xlabel="step", ylabel="loss")
+
+
+def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True, resume: bool = True) -> dict:
+    """Train (or resume) a DINO run in ``run_dir``. Returns a summary dict (steps, final loss, seconds)."""
+    from tqdm.auto import tqdm
+
+    from nbseg.runs import provenance
+
+    cfg.validate()
+    run_dir = Path(run_dir)
+    rank, world, local_rank = _dist_info()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
+    device = _resolve_device(cfg, local_rank)
+    if cfg.batch_size % world:
+        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    is_main = rank == 0
+
+    ckpt_path = run_dir / CHECKPOINT
+    state = None
+    if ckpt_path.exists() and resume:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        saved = state.get("config", {})
+        current = to_dict(cfg)
+        differing = {k: (saved.get(k), v) for k, v in current.items()
+                     if k not in ("max_steps", "num_workers", "log_every", "checkpoint_every", "device")
+                     and saved.get(k) != v}
+        if differing:
+            raise ConfigError(f"{ckpt_path} was written with another config ({differing}); use a new run folder "
+                              "or the same settings to resume")
+    elif ckpt_path.exists() and not resume:
+        raise NbsegError(f"{run_dir} already holds a run; pass resume or choose another folder")
+
+    images = open_images(cfg)
+    if len(images) < cfg.batch_size:
+        raise ConfigError(f"{len(images)} images is fewer than one batch of {cfg.batch_size}")
+    views = MultiCropViews(images, cfg)
+    batches_per_epoch = len(images) // cfg.batch_size
+    total_steps = cfg.epochs * batches_per_epoch
+    n_global = 2
+
+    student, teacher = build_networks(cfg)
+    student.to(device)
+    teacher.to(device)
+    optimizer = torch.optim.AdamW(parameter_groups(student))
+    center = torch.zeros(1, cfg.out_dim, device=device)
+    start_step = 0
+    if state is not None:
+        student.load_state_dict(state["student"])
+        teacher.load_state_dict(state["teacher"])
+        optimizer.load_state_dict(state["optimizer"])
+        center = state["center"].to(device)
+        start_step = int(state["step"])
+    student_ddp = student
+    if world > 1:
+        student_ddp = nn.parallel.DistributedDataParallel(
+            student, device_ids=[device.index] if device.type == "cuda" else None)
+
+    lr = cfg.blr * cfg.batch_size / 256
+    lr_sched = cosine_schedule(lr, cfg.min_lr, cfg.epochs, batches_per_epoch, cfg.warmup_epochs)
+    wd_sched = cosine_schedule(cfg.weight_decay, cfg.weight_decay_end, cfg.epochs, batches_per_epoch)
+    mom_sched = cosine_schedule(cfg.momentum_teacher, 1.0, cfg.epochs, batches_per_epoch)
+    temp_sched = teacher_temperature_schedule(cfg.warmup_teacher_temp, cfg.teacher_temp,
+                                              cfg.warmup_teacher_temp_epochs, cfg.epochs)
+    amp = cfg.amp and device.type == "cuda"
+
+    log_path = run_dir / "log.csv"
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+        if not (run_dir / "provenance.json").exists():
+            atomic_write_json(run_dir / "provenance.json", provenance(cfg.seed, world_size=world))
+    # Keep only log rows the checkpoint covers, so a resumed log has no duplicated or orphaned steps.
+    rows = [r for r in _read_log(log_path) if int(r["step"]) <= start_step] if is_main else []
+    elapsed_before = float(state.get("seconds", 0.0)) if state else 0.0
+
+    def save_checkpoint(step: int, seconds: float) -> None:
+        if not is_main:
+            return
+        atomic_torch_save({"student": student.state_dict(), "teacher": teacher.state_dict(),
+                           "optimizer": optimizer.state_dict(), "center": center.cpu(), "step": step,
+                           "seconds": seconds, "config": to_dict(cfg), "arch": cfg.arch}, ckpt_path)
+        _write_log(log_path, rows)
+
+    stop_step = min(total_steps, cfg.max_steps) if cfg.max_steps is not None else total_steps
+    bar = tqdm(total=stop_step, initial=start_step, desc="DINO", unit="step", disable=not (progress and is_main))
+    t_start = time.perf_counter()
+    step = start_step
+    loss_value = float("nan")
+    student.train()
+    teacher.eval()
+    while step < stop_step:
+        epoch, it_in_epoch = divmod(step, batches_per_epoch)
+        views.epoch = epoch
+        batches = epoch_batches(len(images), cfg.batch_size, cfg.seed, epoch)[it_in_epoch:]
+        per_rank = [b[rank::world] for b in batches]
+        loader = torch.utils.data.DataLoader(views, batch_sampler=per_rank, collate_fn=_collate_views,
+                                             num_workers=cfg.num_workers,
+                                             persistent_workers=False)
+        for crops in loader:
+            if step >= stop_step:
+                break
+            torch.manual_seed(_seed_of(cfg.seed, step, rank, 11))  # stochastic depth of this step
+            for i, group in enumerate(optimizer.param_groups):
+                group["lr"] = lr_sched[step]
+                if i == 0:
+                    group["weight_decay"] = wd_sched[step]
+            crops = [c.to(device, non_blocking=True) for c in crops]
+            crops = [(c - _MEAN.to(device)) / _STD.to(device) for c in crops]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                with torch.no_grad():
+                    teacher_out = teacher(crops[:n_global])
+                student_out = student_ddp(crops)
+            loss = dino_loss(student_out, teacher_out, center, n_global, cfg.student_temp, float(temp_sched[epoch]))
+            if not math.isfinite(loss.item()):
+                raise NbsegError(f"DINO loss is {loss.item()} at step {step}: lower blr or raise clip_grad; the "
+                                 f"last good checkpoint is {ckpt_path}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_grad > 0:
+                clip_gradients_(student, cfg.clip_grad)
+            if epoch < cfg.freeze_last_layer:
+                for p in student.head.last_layer_parameters():
+                    p.grad = None
+            optimizer.step()
+            ema_update_(teacher, student, float(mom_sched[step]))
+            batch_mean = teacher_out.float().mean(dim=0, keepdim=True)
+            if world > 1:
+                dist.all_reduce(batch_mean)
+                batch_mean /= world
+            center = updated_center(center, teacher_out, cfg.center_momentum, batch_mean)
+            step += 1
+            loss_value = loss.item()
+            seconds = elapsed_before + time.perf_counter() - t_start
+            bar.update()
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr_sched[step - 1]:.2e}",
+                            mom=f"{mom_sched[step - 1]:.4f}", epoch=epoch)
+            if step % cfg.log_every == 0 or step == stop_step:
+                rows.append({"step": step, "epoch": epoch, "loss": f"{loss_value:.6f}",
+                             "lr": f"{lr_sched[step - 1]:.6g}", "weight_decay": f"{wd_sched[step - 1]:.6g}",
+                             "momentum": f"{mom_sched[step - 1]:.6g}", "teacher_temp": f"{temp_sched[epoch]:.4g}",
+                             "seconds": f"{seconds:.1f}"})
+            if step % cfg.checkpoint_every == 0 or step % batches_per_epoch == 0 or step == stop_step:
+                save_checkpoint(step, seconds)
+    bar.close()
+    seconds = elapsed_before + time.perf_counter() - t_start
+    if is_main:
+        save_checkpoint(step, seconds)
+        if rows:
+            from nbseg.io import save_figure
+
+            fig = loss_curve_figure(rows, f"DINO pretraining of {cfg.arch} on {cfg.data}/{cfg.split} (seed {cfg.seed})")
+            save_figure(fig, run_dir / "loss_curve.png")
+    if world > 1:
+        dist.barrier()
+    return {"steps": step, "total_steps": total_steps, "loss": loss_value, "seconds": seconds,
+            "run_dir": str(run_dir), "finished": step >= total_steps}
+
+
+_MEAN = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
+_STD = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+
+
+def export_teacher(run_dir: str | Path, out_file: str | Path, fp16: bool = False) -> Path:
+    """Write the teacher's backbone as a weights file that ``nbseg.backbones.load(ARCH, weights=OUT_FILE)`` takes.
+
+    The file holds ``{"arch", "state_dict", "meta"}``; meta records the run's config, step and provenance.
+    """
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / CHECKPOINT
+    if not ckpt_path.is_file():
+        raise NbsegError(f"{run_dir} has no {CHECKPOINT}: is it a `nbseg pretrain` run folder?")
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    backbone = {k[len("backbone."):]: v for k, v in state["teacher"].items() if k.startswith("backbone.")}
+    if fp16:
+        backbone = {k: v.half() if v.is_floating_point() else v for k, v in backbone.items()}
+    meta = {"arch": state["arch"], "step": state["step"], "seconds": state.get("seconds"),
+            "config": state["config"], "source": "nbseg pretrain (DINO teacher)"}
+    prov = run_dir / "provenance.json"
+    if prov.exists():
+        meta["provenance"] = json.loads(prov.read_text())
+    buf = io.BytesIO()
+    torch.save({"arch": state["arch"], "state_dict": backbone, "meta": meta}, buf)
+    return atomic_write_bytes(out_file, buf.getvalue())

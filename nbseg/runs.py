@@ -1,0 +1,43 @@
+"""Run folders: provenance (seed, git revision, package versions, weights sha256) written next to every result."""
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+
+def git_revision(path: str | Path | None = None) -> str:
+    """The checkout's HEAD commit (with ``-dirty`` when it has uncommitted changes), or ``unknown``."""
+    cwd = Path(path) if path else Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        if rev.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return rev.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment_info() -> dict:
+    """Versions of the packages that change numbers, and the machine."""
+    import numpy
+    import torch
+
+    info = {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__,
+            "platform": platform.platform(), "machine": platform.machine(),
+            "cpu_count": __import__("os").cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    try:
+        import timm
+
+        info["timm"] = timm.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return info
+
+
+def provenance(seed: int | None = None, **extra) -> dict:
+    return {"seed": seed, "git_revision": git_revision(), "environment": environment_info(), **extra}
