@@ -1,0 +1,40 @@
+# The README's two commands:
+#   make quickstart   build the environment on a fresh machine, then run the main job (the quickstart notebook,
+#                     full profile, on the embedded default) -> artifacts/notebooks/00_quickstart/
+#   make test         build the environment if needed, then run the tests: unit tests + every notebook (smoke)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup quickstart test notebooks world benchmarks clean-artifacts
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[notebooks,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/nbseg world
+	$(BIN)/nbseg notebooks run 00_quickstart --profile full
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# Every numbered notebook under the full profile (long on a CPU).
+notebooks: $(STAMP)
+	$(BIN)/nbseg notebooks run --profile full
+
+world: $(STAMP)
+	$(BIN)/nbseg world
+
+benchmarks: $(STAMP)
+	$(BIN)/python benchmarks/extract_speed.py
+	$(BIN)/python benchmarks/world_stats.py
+	$(BIN)/python benchmarks/embedded_quality.py
+
+clean-artifacts:
+	rm -rf artifacts

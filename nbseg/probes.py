@@ -1,0 +1,226 @@
+"""What frozen ViT features know: extraction over a dataset and the measurements every probe and notebook shares.
+
+* :func:`extract_dataset` - run a frozen backbone once over a dataset: patch tokens, CLS, CLS attention, labels.
+* :func:`foreground_masks` - thing-foreground masks from a label map (VOC convention: 0 = background).
+* :func:`saliency_iou` - IoU of keep-the-mass attention masks with the ground-truth foreground, per image.
+* :func:`patch_labels` - the majority label of every patch (targets for patch-level probes).
+* :func:`kmeans_segmentation` - per-image or dataset-level k-means on patch tokens, upsampled to pixels.
+* :func:`linear_probe` - logistic regression on frozen patch tokens, scored at pixel level.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nbseg.saliency import saliency as saliency_mask
+from nbseg.saliency import mask_iou, upsample_mask
+
+
+@dataclass
+class FeatureSet:
+    """A dataset seen through a backbone. patches (N, h, w, D), cls (N, D), attn (N, heads, h, w) float32;
+    images (N, 3, H, W) in [0, 1] (kept for figures); labels (N, H, W) int64 with 255 = ignore (or None)."""
+
+    patches: torch.Tensor
+    cls: torch.Tensor
+    attn: torch.Tensor
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    ids: list[str]
+    backbone: str
+    dataset: str
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(self.patches.shape[1:3])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.images.shape[-2:])
+
+    def title(self) -> str:
+        """'<backbone> on <dataset>' for figure titles and tables."""
+        return f"{self.backbone} on {self.dataset}"
+
+
+def extract_dataset(backbone, dataset, *, batch_size: int = 32, limit: int | None = None, progress: bool = True
+                    ) -> FeatureSet:
+    """Run ``backbone.extract`` over ``dataset`` (all images the same size, a multiple of the patch size).
+
+    Args:
+        backbone: a :class:`nbseg.backbones.Backbone`.
+        dataset: a :class:`nbseg.data.SegDataset` (use its ``transform`` to resize real images).
+        limit: use only the first ``limit`` images (smoke runs).
+    """
+    from tqdm.auto import tqdm
+
+    from nbseg.data import collate_samples
+
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    feats, images, labels, ids = [], [], [], []
+    for start in tqdm(range(0, n, batch_size), desc=f"features ({backbone.name})", disable=not progress):
+        batch = collate_samples([dataset[i] for i in range(start, min(n, start + batch_size))])
+        out = backbone.extract(batch["image"])
+        feats.append(out.to("cpu"))
+        images.append(batch["image"])
+        if batch["label"] is not None:
+            labels.append(batch["label"])
+        ids += batch["id"]
+    return FeatureSet(
+        patches=torch.cat([f.patches for f in feats]), cls=torch.cat([f.cls for f in feats]),
+        attn=torch.cat([f.attn for f in feats]), images=torch.cat(images),
+        labels=torch.cat(labels) if labels else None, ids=ids, backbone=backbone.describe(),
+        dataset=dataset.describe())
+
+
+def foreground_masks(labels: torch.Tensor, ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
+    """Thing foreground of VOC-style labels (0 = background). Returns (fg (N, H, W) bool, valid (N, H, W) bool)."""
+    valid = labels != ignore_index
+    return (labels > 0) & valid, valid
+
+
+def saliency_iou(attn: torch.Tensor, labels: torch.Tensor, *, fraction: float = 0.6, method: str = "dino",
+                 ignore_index: int = 255) -> torch.Tensor:
+    """Per-image IoU of the saliency mask (upsampled to the label size) with the ground-truth foreground.
+
+    Args:
+        attn: (N, heads, h, w) CLS attention.  labels: (N, H, W) VOC-style labels (0 background, 255 ignored).
+    Returns:
+        (N,) IoU.
+    """
+    masks = upsample_mask(saliency_mask(attn, method, fraction), tuple(labels.shape[-2:]))
+    fg, valid = foreground_masks(labels, ignore_index)
+    return mask_iou(masks, fg, valid)
+
+
+def patch_labels(labels: torch.Tensor, grid: tuple[int, int], n_classes: int, ignore_index: int = 255
+                 ) -> torch.Tensor:
+    """Majority class of each patch: (N, H, W) pixel labels -> (N, h, w); all-ignore patches get ``ignore_index``."""
+    N, H, W = labels.shape
+    h, w = grid
+    one_hot = torch.zeros(N, n_classes + 1, H, W)
+    lab = labels.clone()
+    lab[lab == ignore_index] = n_classes
+    one_hot.scatter_(1, lab[:, None], 1.0)
+    counts = F.adaptive_avg_pool2d(one_hot, (h, w))[:, :n_classes]       # share of each class per patch
+    out = counts.argmax(1)
+    out[counts.sum(1) == 0] = ignore_index
+    return out
+
+
+def kmeans_segmentation(patches: torch.Tensor, k: int, *, scope: str = "dataset", size: tuple[int, int] | None = None,
+                        seed: int = 0, n_init: int = 3, metric: str = "cosine") -> torch.Tensor:
+    """Segment by k-means on patch tokens.
+
+    Args:
+        patches: (N, h, w, D).
+        scope: ``"dataset"`` (one clustering over every patch of every image: clusters can mean classes) or
+            ``"image"`` (each image clustered alone: cluster ids mean nothing across images).
+        size: upsample the (N, h, w) cluster map to (N, *size) with nearest.
+    Returns:
+        (N, h, w) or (N, H, W) int64 cluster ids.
+    """
+    from nbseg.cluster import kmeans_dataset, kmeans_per_image, upsample_labels
+
+    if scope == "dataset":
+        labels, _ = kmeans_dataset(patches, k, seed=seed, n_init=n_init, metric=metric)
+        labels = labels.reshape(patches.shape[:3])
+    elif scope == "image":
+        labels = kmeans_per_image(patches, k, seed=seed, n_init=n_init, metric=metric)
+    else:
+        raise ValueError(f"scope must be 'dataset' or 'image', got {scope!r}")
+    return upsample_labels(labels, size) if size is not None else labels
+
+
+@dataclass
+class LinearProbeResult:
+    pixel_acc: float
+    miou: float
+    predictions: torch.Tensor         # (N, H, W) predicted classes on the evaluation set
+
+
+def linear_probe(train: FeatureSet, test: FeatureSet, n_classes: int, *, C: float = 1.0, max_iter: int = 300,
+                 max_train_patches: int = 60000, seed: int = 0, ignore_index: int = 255) -> LinearProbeResult:
+    """Logistic regression (scikit-learn, multinomial) from frozen patch tokens to the majority class of each
+    training patch; test logits are bilinearly upsampled to pixels and scored against the pixel labels.
+
+    Features are standardised with the training mean and std. Returns pixel accuracy and mIoU (identity matching).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from nbseg.evaluation import scores_from_confusion
+    from nbseg.evaluation.metrics import confusion_matrix
+
+    y = patch_labels(train.labels, train.grid, n_classes, ignore_index).reshape(-1)
+    x = train.patches.reshape(-1, train.patches.shape[-1])
+    keep = y != ignore_index
+    x, y = x[keep], y[keep]
+    if len(y) > max_train_patches:
+        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:max_train_patches]
+        x, y = x[idx], y[idx]
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
+    clf.fit(((x - mean) / std).numpy(), y.numpy())
+    xt = ((test.patches - mean) / std).reshape(-1, x.shape[-1]).numpy()
+    logits = torch.from_numpy(clf.decision_function(xt)).float()
+    full = torch.full((logits.shape[0], n_classes), -1e4)
+    full[:, torch.from_numpy(clf.classes_).long()] = logits                  # classes absent from training
+    N, h, w = test.patches.shape[:3]
+    logits = full.reshape(N, h, w, n_classes).permute(0, 3, 1, 2)
+    pred = F.interpolate(logits, size=test.image_size, mode="bilinear", align_corners=False).argmax(1)
+    conf = confusion_matrix(pred, test.labels, n_classes, n_classes, ignore_index=ignore_index)
+    res = scores_from_confusion(conf, np.arange(n_classes), protocol="linear probe (identity)", n_images=N)
+    return LinearProbeResult(pixel_acc=res.pixel_acc, miou=res.miou, predictions=pred)
+
+
+@dataclass
+class KMeansBenchmark:
+    """Per-image and dataset-level k-means segmentations of a FeatureSet and their scores under both protocols."""
+
+    table: "object"                   # pandas DataFrame: one row per (method, protocol)
+    per_image: torch.Tensor           # (N, H, W) cluster ids, each image clustered alone
+    dataset: torch.Tensor             # (N, H, W) cluster ids shared over the split
+    k_per_image: int
+    k_dataset: int
+    saliency_iou: float
+
+    def flat(self) -> dict:
+        """``{"<method>/<protocol>/miou": ...}`` for metrics.json (first backbone of the table only)."""
+        first = self.table[self.table["backbone"] == self.table["backbone"].iloc[0]]
+        out = {"saliency_iou": self.saliency_iou}
+        for _, r in first.iterrows():
+            out[f"{r['method']}/{r['protocol']}/miou"] = r["miou"]
+            out[f"{r['method']}/{r['protocol']}/pixel_acc"] = r["pixel_acc"]
+        return out
+
+
+def kmeans_benchmark(features: FeatureSet, dataset, *, k_per_image: int = 5, k_dataset: int | None = None,
+                     seed: int = 0, saliency_fraction: float = 0.6) -> KMeansBenchmark:
+    """Segment ``features`` by per-image and dataset-level k-means and score each with dataset-level Hungarian
+    matching and AlignSeg's per-image many-to-one precision protocol (mIoU over present classes)."""
+    import pandas as pd
+
+    from nbseg.evaluation import evaluate
+
+    n_classes = dataset.num_classes
+    k_dataset = k_dataset or n_classes
+    per_image = kmeans_segmentation(features.patches, k_per_image, scope="image", size=features.image_size,
+                                    seed=seed)
+    whole = kmeans_segmentation(features.patches, k_dataset, scope="dataset", size=features.image_size, seed=seed)
+    rows = []
+    for method, preds, k in (("per-image k-means", per_image, k_per_image),
+                             ("dataset k-means", whole, k_dataset)):
+        for protocol in ("hungarian", "per-image"):
+            r = evaluate(list(preds), list(features.labels), n_clusters=k, n_classes=n_classes, protocol=protocol,
+                         class_names=dataset.class_names)
+            rows.append({"backbone": features.backbone, "dataset": features.dataset, "method": method, "K": k,
+                         "protocol": protocol, "mean_over": r.mean_over, "miou": r.miou, "pixel_acc": r.pixel_acc})
+    # Saliency is scored against the thing foreground, which only VOC-style label sets (0 = background) define.
+    has_background = features.labels is not None and dataset.class_names[0] == "background"
+    sal = saliency_iou(features.attn, features.labels, fraction=saliency_fraction).mean().item() \
+        if has_background else float("nan")
+    return KMeansBenchmark(table=pd.DataFrame(rows), per_image=per_image, dataset=whole, k_per_image=k_per_image,
+                           k_dataset=k_dataset, saliency_iou=sal)
