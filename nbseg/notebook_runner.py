@@ -448,8 +448,10 @@ def _print_summary(statuses: list[tuple[str, str, float, int]], metrics, table: 
           .to_string(index=False, float_format=lambda s: f"{s:.1f}"))
     if len(metrics):
         print()
-        print(metrics.to_string(index=False) if len(metrics) <= SUMMARY_MAX_ROWS
-              else f"({len(metrics)} metrics; see the table)")
+        # Long values (lists, nested records) belong in the CSV; the terminal shows a readable excerpt.
+        shown = metrics.assign(value=metrics["value"].map(lambda v: v if len(str(v)) <= 60 else str(v)[:57] + "..."))
+        print(shown.to_string(index=False) if len(shown) <= SUMMARY_MAX_ROWS
+              else f"({len(shown)} metrics; see the table)")
     print(f"metrics table: {table}")
 
 
