@@ -464,9 +464,11 @@ def register_cli(subparsers) -> None:
 def _cli(args) -> int:
     import time
 
+    from nbseg.errors import ConfigError
+
     if args.size < 16 or args.train < 0 or args.val < 1:
-        raise SystemExit(f"nbseg world: need --size >= 16, --train >= 0, --val >= 1 "
-                         f"(got {args.size}, {args.train}, {args.val})")
+        raise ConfigError(f"need --size >= 16, --train >= 0 and --val >= 1 "
+                          f"(got --size {args.size}, --train {args.train}, --val {args.val})")
     t0 = time.perf_counter()
     spec = WorldSpec(seed=args.seed, size=args.size, n_train=args.train, n_val=args.val)
     root = write_world(args.dir, spec, workers=args.workers)

@@ -106,3 +106,14 @@ def test_embedded_missing_file_is_an_error(monkeypatch, tmp_path):
 def test_unknown_name_suggests_timm_names():
     with pytest.raises(WeightsError, match="unknown backbone"):
         backbones.load("vit_smol_patch16", random_init=True)
+
+
+def test_cli_info(capsys):
+    import json
+
+    from nbseg.cli import main
+
+    assert main(["backbones", "info", "embedded", "--random-init"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["patch_size"] == 8 and info["random_init"] is True
+    assert main(["backbones", "info", "vit_smol_patch16", "--random-init"]) == 2

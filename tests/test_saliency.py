@@ -1,4 +1,5 @@
 """Saliency rules on maps where the answer is known by hand."""
+import pytest
 import torch
 
 from nbseg.saliency import (alignseg_saliency, dino_saliency, keep_mass_mask, mask_iou, mean_threshold_saliency,
@@ -44,6 +45,6 @@ def test_mean_threshold_and_iou():
     assert mean_threshold_saliency(attn).tolist() == [[[False, False], [False, True]]]   # mean is 2.0
     pred = torch.tensor([[[True, True], [False, False]]])
     gt = torch.tensor([[[True, False], [True, False]]])
-    assert mask_iou(pred, gt).item() == 1 / 3
+    assert mask_iou(pred, gt).item() == pytest.approx(1 / 3)
     valid = torch.tensor([[[True, True], [False, True]]])
-    assert mask_iou(pred, gt, valid).item() == 1 / 2
+    assert mask_iou(pred, gt, valid).item() == pytest.approx(1 / 2)

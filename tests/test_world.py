@@ -92,3 +92,12 @@ def test_raw_colour_kmeans_is_far_from_solving_the_world():
     gts = [torch.from_numpy(s.full.astype(np.int64)) for s in samples]
     result = evaluate(list(preds), gts, n_clusters=k, n_classes=k, protocol="hungarian")
     assert result.miou < 0.30, result.miou
+
+
+def test_cli_writes_a_world(tmp_path, capsys):
+    from nbseg.cli import main
+
+    assert main(["world", str(tmp_path / "w"), "--size", "32", "--train", "3", "--val", "2", "--workers", "1"]) == 0
+    assert "3 train + 2 val" in capsys.readouterr().out
+    assert len((tmp_path / "w/ImageSets/Segmentation/val.txt").read_text().split()) == 2
+    assert main(["world", str(tmp_path / "bad"), "--size", "8"]) != 0
