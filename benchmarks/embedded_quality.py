@@ -13,11 +13,12 @@ Defaults: the shipped embedded backbone. The world (default arguments) is genera
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 import torch
+
+from _report import emit
 
 
 def measure(backbone, train_full, val_voc, val_full, *, n_train: int, progress: bool = True) -> dict:
@@ -66,11 +67,7 @@ def main(argv=None) -> int:
         rows["random_init"] = measure(load("embedded", random_init=True), train_full, val_voc, val_full,
                                       n_train=args.n_train)
     report = {"dataset": val_full.describe(), "results": rows}
-    print(json.dumps(report, indent=1))
-    if args.json:
-        from nbseg.io import atomic_write_json
-
-        atomic_write_json(args.json, report)
+    emit(report, args.json)
     return 0
 
 

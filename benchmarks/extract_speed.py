@@ -8,12 +8,13 @@ target is a ratio within 1.10. Timings interleave the two calls and report media
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 
 import torch
+
+from _report import emit
 
 CASES = [  # (backbone name, image size, batch)
     ("embedded", 96, 32),
@@ -58,10 +59,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['backbone']:32s} {r['size']}px x{r['batch']} on {r['device']}: extract {r['extract_ms']} ms, "
               f"forward_features {r['forward_features_ms']} ms, ratio {r['ratio']}")
-    if args.json:
-        from nbseg.io import atomic_write_json
-
-        atomic_write_json(args.json, report)
+    emit(report, args.json)
     return 0
 
 

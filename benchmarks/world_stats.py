@@ -9,13 +9,14 @@ the val split, for the full label set (13 classes) and the VOC label set (things
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from _report import emit
 
 
 def raw_colour_kmeans(labels: str, max_pixels: int = 400_000) -> dict:
@@ -51,11 +52,7 @@ def main(argv=None) -> int:
     ensure_world()
     report = {"machine": environment_info(), "generation_seconds_default_args": round(seconds, 1),
               "raw_colour_kmeans": [raw_colour_kmeans("full"), raw_colour_kmeans("voc")]}
-    print(json.dumps(report, indent=1))
-    if args.json:
-        from nbseg.io import atomic_write_json
-
-        atomic_write_json(args.json, report)
+    emit(report, args.json)
     return 0
 
 

@@ -137,7 +137,7 @@ def test_export_loads_as_backbone(tiny_world, tmp_path):
 def test_cli_pretrain_and_export(tiny_world, tmp_path):
     from nbseg.cli import main
 
-    args = [f"data=world", f"root={tiny_world}", "image_size=32", "global_size=16", "local_size=8", "n_local=2",
+    args = ["data=world", f"root={tiny_world}", "image_size=32", "global_size=16", "local_size=8", "n_local=2",
             "batch_size=4", "epochs=1", "out_dim=32", "head_hidden_dim=16", "bottleneck_dim=8"]
     assert main(["pretrain", str(tmp_path / "run"), *args, "--no-progress"]) == 0
     assert main(["pretrain", "export", str(tmp_path / "run"), str(tmp_path / "w.pt")]) == 0

@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +112,7 @@ def open_images(cfg: PretrainConfig):
         from nbseg.world import ensure_world
 
         ensure_world()
-    kwargs = {}
-    return load_dataset(cfg.data, root=cfg.root, split=cfg.split, **kwargs)
+    return load_dataset(cfg.data, root=cfg.root, split=cfg.split)
 
 
 class MultiCropViews(torch.utils.data.Dataset):
