@@ -160,3 +160,42 @@ def test_two_process_ddp_equals_single_process(tiny_world, tmp_path):
     assert a["step"] == b["step"] == 2
     for key in a["teacher"]:
         torch.testing.assert_close(a["teacher"][key], b["teacher"][key], atol=2e-5, rtol=1e-4)
+
+
+def test_init_weights_start_both_backbones_from_a_file(tiny_world, tmp_path):
+    """``init_weights`` (continuing DINO from existing weights, e.g. ImageNet DINO adapted to a new domain) loads the
+    file into student and teacher backbones; the head starts fresh; the file's sha256 is recorded."""
+    import json
+
+    from nbseg.io import sha256_file
+    from nbseg.pretrain.train import build_networks
+
+    pretrain(tiny_cfg(tiny_world, max_steps=1, seed=3), tmp_path / "a", progress=False)
+    weights = export_teacher(tmp_path / "a", tmp_path / "a.pt")
+    cfg = tiny_cfg(tiny_world, init_weights=str(weights))
+    student, teacher = build_networks(cfg)
+    ref = torch.load(weights, weights_only=False)["state_dict"]
+    for key in ("blocks.0.attn.qkv.weight", "pos_embed", "norm.weight"):
+        torch.testing.assert_close(student.backbone.state_dict()[key], ref[key])
+        torch.testing.assert_close(teacher.backbone.state_dict()[key], ref[key])
+    fresh, _ = build_networks(tiny_cfg(tiny_world))
+    assert not torch.equal(fresh.backbone.state_dict()["blocks.0.attn.qkv.weight"], ref["blocks.0.attn.qkv.weight"])
+    pretrain(tiny_cfg(tiny_world, init_weights=str(weights), max_steps=1), tmp_path / "b", progress=False)
+    prov = json.loads((tmp_path / "b/provenance.json").read_text())
+    assert prov["init_weights_sha256"] == sha256_file(weights)
+
+
+def test_hue_and_grayscale_strength_reach_the_augmentation():
+    img = torch.zeros(3, 32, 32)
+    img[0] = 1.0                                                  # pure red
+    strong = dino.MultiCropAugmentation(dino.MultiCropConfig(global_size=16, local_size=8, n_local=0, hue=0.5,
+                                                             grayscale_p=0.0, colour_jitter=0.0))
+    hues = set()
+    for seed in range(12):
+        v = strong(img, torch.Generator().manual_seed(seed))[0].mean((1, 2))
+        hues.add(int(v.argmax()))
+    assert len(hues) >= 2                                         # red turned into other dominant channels
+    grey = dino.MultiCropAugmentation(dino.MultiCropConfig(global_size=16, local_size=8, n_local=0,
+                                                           grayscale_p=1.0))
+    v = grey(img, torch.Generator().manual_seed(0))[0]
+    assert torch.allclose(v[0], v[1]) and torch.allclose(v[1], v[2])

@@ -5,7 +5,8 @@ The pieces of the method as pure functions and small modules, each named after w
 * :func:`dino_loss` - cross-entropy between the centred, sharpened teacher distribution of each global view and the
   student distribution of every *other* view (paper Eq. 2 and Algorithm 1).
 * :func:`updated_center` - the EMA of the teacher's batch mean output that prevents collapse (centering).
-* :func:`cosine_schedule` - DINO's per-iteration cosine schedule with linear warm-up (lr, weight decay, momentum).
+* :func:`cosine_schedule` - DINO's per-iteration cosine schedule with linear warm-up (lr, weight decay, momentum);
+  it lives in :mod:`nbseg.train.schedules`, shared with every method's training loop.
 * :func:`teacher_temperature_schedule` - the linear teacher-temperature warm-up, then constant.
 * :func:`ema_update_` - teacher <- m * teacher + (1 - m) * student.
 * :func:`clip_gradients_` - DINO clips each parameter's gradient norm separately.
@@ -25,6 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
+
+from nbseg.train.schedules import cosine_schedule
+
+__all__ = ["dino_loss", "updated_center", "cosine_schedule", "teacher_temperature_schedule", "ema_update_",
+           "clip_gradients_", "DINOHead", "StudentTeacherNet", "MultiCropConfig", "MultiCropAugmentation",
+           "random_resized_crop_box"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -75,19 +82,6 @@ def updated_center(center: torch.Tensor, teacher_logits: torch.Tensor, momentum:
 # ----------------------------------------------------------------------------------------------------------
 # Schedules and updates
 # ----------------------------------------------------------------------------------------------------------
-
-def cosine_schedule(base_value: float, final_value: float, epochs: int, iters_per_epoch: int,
-                    warmup_epochs: float = 0, start_warmup_value: float = 0.0) -> np.ndarray:
-    """Per-iteration values: linear warm-up from ``start_warmup_value`` to ``base_value`` over ``warmup_epochs``,
-    then a half-cosine from ``base_value`` to ``final_value``. Shape (epochs * iters_per_epoch,)."""
-    total = epochs * iters_per_epoch
-    warmup_iters = int(round(warmup_epochs * iters_per_epoch))
-    warmup = np.linspace(start_warmup_value, base_value, warmup_iters, endpoint=False) if warmup_iters else np.array([])
-    steps = np.arange(total - warmup_iters)
-    n = max(len(steps), 1)
-    cosine = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * steps / n))
-    return np.concatenate([warmup, cosine])[:total]
-
 
 def teacher_temperature_schedule(warmup_temp: float, final_temp: float, warmup_epochs: int, epochs: int
                                  ) -> np.ndarray:
@@ -190,7 +184,8 @@ class MultiCropConfig:
     n_local: int = 4
     global_scale: tuple[float, float] = (0.25, 1.0)
     local_scale: tuple[float, float] = (0.05, 0.25)
-    colour_jitter: float = 0.4       # brightness / contrast / saturation strength (hue 0.1), applied with p=0.8
+    colour_jitter: float = 0.4       # brightness / contrast / saturation strength, applied with p=0.8
+    hue: float = 0.1                 # max hue shift (a fraction of the colour circle; 0.5 = any hue)
     grayscale_p: float = 0.2
 
 
@@ -234,7 +229,7 @@ class MultiCropAugmentation:
             s = cfg.colour_jitter
             order = torch.randperm(4, generator=gen).tolist()
             factors = [_uniform(gen, 1 - s, 1 + s), _uniform(gen, 1 - s, 1 + s), _uniform(gen, 1 - s, 1 + s),
-                       _uniform(gen, -0.1, 0.1)]
+                       _uniform(gen, -cfg.hue, cfg.hue)]
             for op in order:
                 if op == 0:
                     x = TF.adjust_brightness(x, factors[0])

@@ -7,32 +7,41 @@ Exact resume: the order of the images in epoch ``e`` comes from a generator seed
 ``i`` in epoch ``e`` from (seed, e, i), and the stochastic depth of step ``s`` from (seed, s, rank). A run stopped at
 any step and resumed from its checkpoint therefore computes the same updates as an uninterrupted run (tested on CPU).
 
+The loop is DINO's own (student/teacher EMA, center, per-parameter clipping, frozen last layer, its checkpoint
+layout), but its pieces are those of :mod:`nbseg.train` that every method's loop uses: schedules, parameter groups,
+epoch order / item seeds / rank sharding, process group and device, CSV log and loss curve, resume-config check.
+
 Distributed: launched with ``torchrun --nproc_per_node N -m nbseg pretrain ...`` each process takes a slice of every
 global batch, the student is wrapped in DistributedDataParallel (NCCL on CUDA, gloo on CPU) and the center is
 all-reduced. AMP: bf16 autocast on CUDA.
 """
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from nbseg.config import dump_yaml, to_dict
+from nbseg.config import to_dict
 from nbseg.errors import ConfigError, NbsegError
-from nbseg.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
+from nbseg.io import atomic_torch_save, atomic_write_bytes
 from nbseg.pretrain.dino import (DINOHead, MultiCropAugmentation, MultiCropConfig, StudentTeacherNet,
-                                 clip_gradients_, cosine_schedule, dino_loss, ema_update_,
-                                 teacher_temperature_schedule, updated_center)
+                                 clip_gradients_, dino_loss, ema_update_, teacher_temperature_schedule,
+                                 updated_center)
+from nbseg.train.checkpoint import check_resume_config
+from nbseg.train.data import epoch_batches, epoch_loader, item_seed, rank_batches, step_seed
+from nbseg.train.distributed import init_distributed
+from nbseg.train.logs import curves_figure, read_log, start_run_folder, write_log
+from nbseg.train.optim import apply_schedule, parameter_groups
+from nbseg.train.schedules import cosine_schedule
+
+__all__ = ["PretrainConfig", "pretrain", "export_teacher", "epoch_batches", "parameter_groups"]
 
 CHECKPOINT = "checkpoint.pt"
 LOG_FIELDS = ["step", "epoch", "loss", "lr", "weight_decay", "momentum", "teacher_temp", "seconds"]
@@ -49,6 +58,8 @@ class PretrainConfig:
     image_size: int = 96                 # images are resized (short side) to this before cropping
     # model
     arch: str = "nbseg_vit_tiny_patch8"  # any timm ViT name
+    init_weights: str | None = None      # start both backbones from this weights file (e.g. DINO ImageNet weights
+                                         # adapted to a new domain); the projection head always starts fresh
     drop_path_rate: float = 0.1
     out_dim: int = 2048                  # DINO uses 65536 on ImageNet; the world has ~13 concepts (world)
     head_hidden_dim: int = 1024
@@ -60,6 +71,9 @@ class PretrainConfig:
     n_local: int = 4
     global_scale: tuple[float, float] = (0.25, 1.0)
     local_scale: tuple[float, float] = (0.05, 0.25)
+    colour_jitter: float = 0.4           # DINO's brightness / contrast / saturation strength (p = 0.8)
+    hue: float = 0.1                     # DINO's max hue shift; the world needs 0.5: its colours carry no class
+    grayscale_p: float = 0.2
     # optimisation
     epochs: int = 100
     batch_size: int = 64                 # global batch over all processes
@@ -100,10 +114,6 @@ class PretrainConfig:
 # Data
 # ----------------------------------------------------------------------------------------------------------
 
-def _seed_of(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
-
-
 def open_images(cfg: PretrainConfig):
     """The image collection a run trains on: a dataset nbseg knows, or a folder of images."""
     from nbseg.data import load_dataset
@@ -116,36 +126,31 @@ def open_images(cfg: PretrainConfig):
 
 
 class MultiCropViews(torch.utils.data.Dataset):
-    """Item ``i`` -> the list of views of image ``i``, drawn from a generator seeded by (seed, epoch, i)."""
+    """Item ``(i, seed)`` -> the list of views of image ``i``, drawn from a generator seeded by ``seed`` (the loop
+    passes :func:`nbseg.train.data.item_seed` (seed, epoch, i)); a bare ``i`` uses (config seed, ``self.epoch``, i).
+    """
 
     def __init__(self, images, cfg: PretrainConfig):
         self.images = images
         self.cfg = cfg
         self.aug = MultiCropAugmentation(MultiCropConfig(
             global_size=cfg.global_size, local_size=cfg.local_size, n_local=cfg.n_local,
-            global_scale=tuple(cfg.global_scale), local_scale=tuple(cfg.local_scale)))
+            global_scale=tuple(cfg.global_scale), local_scale=tuple(cfg.local_scale),
+            colour_jitter=cfg.colour_jitter, hue=cfg.hue, grayscale_p=cfg.grayscale_p))
         self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> list[torch.Tensor]:
+    def __getitem__(self, item: int | tuple[int, int]) -> list[torch.Tensor]:
+        i, seed = item if isinstance(item, tuple) else (item, item_seed(self.cfg.seed, self.epoch, item))
         image = self.images[i].image
         short = min(image.shape[-2:])
         if short != self.cfg.image_size:
             from torchvision.transforms.v2 import functional as TF
 
             image = TF.resize(image, self.cfg.image_size, antialias=True)
-        gen = torch.Generator().manual_seed(_seed_of(self.cfg.seed, self.epoch, i))
-        return self.aug(image, gen)
-
-
-def epoch_batches(n_items: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The global batches of ``epoch``: a permutation seeded by (seed, epoch), last partial batch dropped."""
-    gen = torch.Generator().manual_seed(_seed_of(seed, epoch, 7))
-    perm = torch.randperm(n_items, generator=gen).tolist()
-    n_batches = n_items // batch_size
-    return [perm[k * batch_size:(k + 1) * batch_size] for k in range(n_batches)]
+        return self.aug(image, torch.Generator().manual_seed(seed))
 
 
 def _collate_views(batch: list[list[torch.Tensor]]) -> list[torch.Tensor]:
@@ -163,6 +168,10 @@ def build_networks(cfg: PretrainConfig) -> tuple[StudentTeacherNet, StudentTeach
     torch.manual_seed(cfg.seed)
     student_vit = create_model(cfg.arch, pretrained=False, drop_path_rate=cfg.drop_path_rate)
     teacher_vit = create_model(cfg.arch, pretrained=False)
+    if cfg.init_weights:
+        from nbseg.backbones import load_state_into, read_weights_file
+
+        load_state_into(student_vit, read_weights_file(cfg.init_weights), source=str(cfg.init_weights))
     dim = student_vit.embed_dim
     student = StudentTeacherNet(student_vit, DINOHead(dim, cfg.out_dim, cfg.head_hidden_dim, cfg.bottleneck_dim,
                                                        cfg.norm_last_layer))
@@ -173,75 +182,21 @@ def build_networks(cfg: PretrainConfig) -> tuple[StudentTeacherNet, StudentTeach
     return student, teacher
 
 
-def parameter_groups(model: nn.Module) -> list[dict]:
-    """No weight decay on biases and norm parameters (1-D tensors), as in DINO."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Distributed helpers
-# ----------------------------------------------------------------------------------------------------------
-
-def _dist_info() -> tuple[int, int, int]:
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
-        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-    return 0, 1, 0
-
-
-def _resolve_device(cfg: PretrainConfig, local_rank: int) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if cfg.device == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("device=cuda but no CUDA device is visible; use device=cpu or device=auto")
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(cfg.device)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------------------------------------
 
-def _read_log(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-def _write_log(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
 def loss_curve_figure(rows: list[dict], title: str):
-    from nbseg.viz import curve_figure
-
-    steps = np.array([float(r["step"]) for r in rows])
-    return curve_figure(steps, {"DINO loss": np.array([float(r["loss"]) for r in rows])}, title=title,
-                        xlabel="step", ylabel="loss")
+    return curves_figure(rows, {"DINO loss": "loss"}, title)
 
 
 def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True, resume: bool = True) -> dict:
     """Train (or resume) a DINO run in ``run_dir``. Returns a summary dict (steps, final loss, seconds)."""
     from tqdm.auto import tqdm
 
-    from nbseg.runs import provenance
-
     cfg.validate()
     run_dir = Path(run_dir)
-    rank, world, local_rank = _dist_info()
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
-    device = _resolve_device(cfg, local_rank)
+    rank, world, device = init_distributed(cfg.device)
     if cfg.batch_size % world:
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     is_main = rank == 0
@@ -250,14 +205,7 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
     state = None
     if ckpt_path.exists() and resume:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        saved = state.get("config", {})
-        current = to_dict(cfg)
-        differing = {k: (saved.get(k), v) for k, v in current.items()
-                     if k not in ("max_steps", "num_workers", "log_every", "checkpoint_every", "device")
-                     and saved.get(k) != v}
-        if differing:
-            raise ConfigError(f"{ckpt_path} was written with another config ({differing}); use a new run folder "
-                              "or the same settings to resume")
+        check_resume_config(state.get("config", {}), to_dict(cfg), ckpt_path)
     elif ckpt_path.exists() and not resume:
         raise NbsegError(f"{run_dir} already holds a run; pass resume or choose another folder")
 
@@ -296,12 +244,12 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
 
     log_path = run_dir / "log.csv"
     if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-        if not (run_dir / "provenance.json").exists():
-            atomic_write_json(run_dir / "provenance.json", provenance(cfg.seed, world_size=world))
+        from nbseg.io import sha256_file
+
+        start_run_folder(run_dir, cfg, lambda: {
+            "world_size": world, "init_weights_sha256": sha256_file(cfg.init_weights) if cfg.init_weights else None})
     # Keep only log rows the checkpoint covers, so a resumed log has no duplicated or orphaned steps.
-    rows = [r for r in _read_log(log_path) if int(r["step"]) <= start_step] if is_main else []
+    rows = read_log(log_path, start_step) if is_main else []
     elapsed_before = float(state.get("seconds", 0.0)) if state else 0.0
 
     def save_checkpoint(step: int, seconds: float) -> None:
@@ -310,7 +258,7 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
         atomic_torch_save({"student": student.state_dict(), "teacher": teacher.state_dict(),
                            "optimizer": optimizer.state_dict(), "center": center.cpu(), "step": step,
                            "seconds": seconds, "config": to_dict(cfg), "arch": cfg.arch}, ckpt_path)
-        _write_log(log_path, rows)
+        write_log(log_path, rows, LOG_FIELDS)
 
     stop_step = min(total_steps, cfg.max_steps) if cfg.max_steps is not None else total_steps
     bar = tqdm(total=stop_step, initial=start_step, desc="DINO", unit="step", disable=not (progress and is_main))
@@ -321,20 +269,13 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
     teacher.eval()
     while step < stop_step:
         epoch, it_in_epoch = divmod(step, batches_per_epoch)
-        views.epoch = epoch
-        batches = epoch_batches(len(images), cfg.batch_size, cfg.seed, epoch)[it_in_epoch:]
-        per_rank = [b[rank::world] for b in batches]
-        loader = torch.utils.data.DataLoader(views, batch_sampler=per_rank, collate_fn=_collate_views,
-                                             num_workers=cfg.num_workers,
-                                             persistent_workers=False)
+        per_rank = rank_batches(len(images), cfg.batch_size, cfg.seed, epoch, rank, world, start=it_in_epoch)
+        loader = epoch_loader(views, per_rank, _collate_views, cfg.num_workers, cfg.seed, epoch)
         for crops in loader:
             if step >= stop_step:
                 break
-            torch.manual_seed(_seed_of(cfg.seed, step, rank, 11))  # stochastic depth of this step
-            for i, group in enumerate(optimizer.param_groups):
-                group["lr"] = lr_sched[step]
-                if i == 0:
-                    group["weight_decay"] = wd_sched[step]
+            torch.manual_seed(step_seed(cfg.seed, step, rank))  # stochastic depth of this step
+            apply_schedule(optimizer, lr_sched[step], wd_sched[step])
             crops = [c.to(device, non_blocking=True) for c in crops]
             crops = [(c - _MEAN.to(device)) / _STD.to(device) for c in crops]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
