@@ -35,6 +35,10 @@ benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/extract_speed.py
 	$(BIN)/python benchmarks/world_stats.py
 	$(BIN)/python benchmarks/embedded_quality.py
+	$(BIN)/python benchmarks/probe_notebooks.py --profile full
+	$(BIN)/python benchmarks/alignseg_world.py
+	$(BIN)/python benchmarks/feature_cache.py
+	$(BIN)/python benchmarks/dcn_world.py
 
 clean-artifacts:
 	rm -rf artifacts

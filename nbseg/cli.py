@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "nbseg.evaluation.cli",   # nbseg eval
     "nbseg.notebook_runner",  # nbseg notebooks run
     "nbseg.pretrain.cli",     # nbseg pretrain / nbseg pretrain export
+    "nbseg.methods.cli",      # nbseg train / evaluate / segment / ablate
 ]
 
 

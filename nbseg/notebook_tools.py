@@ -40,3 +40,16 @@ def describe_run(backbone, dataset, n_images: int | None = None) -> str:
     n = f", {n_images} images" if n_images is not None else ""
     warn = "  [random init: a baseline, not a trained model]" if getattr(backbone, "random_init", False) else ""
     return f"backbone: {backbone.describe()} · data: {dataset.describe()}{n}{warn}"
+
+
+def table_metrics(table, keys, values, prefix: str = "") -> dict:
+    """Flat ``metrics.json`` entries from a table: ``{"<prefix><key values joined by />/<value column>": number}``
+    for every row, e.g. ``table_metrics(summary, ["map"], ["dataset_iou"], "trained/")`` ->
+    ``{"trained/mean/dataset_iou": 0.41, ...}``."""
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    out = {}
+    for _, row in table.iterrows():
+        name = "/".join(str(row[k]) for k in keys)
+        for column in ([values] if isinstance(values, str) else values):
+            out[f"{prefix}{name}/{column}"] = float(row[column])
+    return out

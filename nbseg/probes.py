@@ -1,9 +1,12 @@
 """What frozen ViT features know: extraction over a dataset and the measurements every probe and notebook shares.
 
+* :func:`open_dataset` / :func:`probe_backbones` - what every probe notebook opens: the dataset (resized for real
+  images) and the backbone asked for, with the same architecture at random init beside it as a baseline.
 * :func:`extract_dataset` - run a frozen backbone once over a dataset: patch tokens, CLS, CLS attention, labels.
 * :func:`foreground_masks` - thing-foreground masks from a label map (VOC convention: 0 = background).
 * :func:`saliency_iou` - IoU of keep-the-mass attention masks with the ground-truth foreground, per image.
-* :func:`patch_labels` - the majority label of every patch (targets for patch-level probes).
+* :func:`patch_class_shares` / :func:`patch_labels` - the share of each class in every patch, and its majority.
+* :func:`sample_patch_points` / :func:`embed_2d` - patch embeddings with their classes, projected to 2-D (t-SNE, PCA).
 * :func:`kmeans_segmentation` - per-image or dataset-level k-means on patch tokens, upsampled to pixels.
 * :func:`linear_probe` - logistic regression on frozen patch tokens, scored at pixel level.
 """
@@ -44,6 +47,44 @@ class FeatureSet:
     def title(self) -> str:
         """'<backbone> on <dataset>' for figure titles and tables."""
         return f"{self.backbone} on {self.dataset}"
+
+    def subset(self, indices) -> "FeatureSet":
+        """The images ``indices`` (a sequence or tensor of positions) of this set, in that order."""
+        index = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        return FeatureSet(patches=self.patches[index], cls=self.cls[index], attn=self.attn[index],
+                          images=self.images[index], labels=None if self.labels is None else self.labels[index],
+                          ids=[self.ids[i] for i in index.tolist()], backbone=self.backbone, dataset=self.dataset)
+
+
+def open_dataset(name: str, root: str | None = None, split: str = "val", *, labels: str = "voc",
+                 image_size: int | None = None):
+    """The dataset a probe notebook reads: ``name`` at ``root`` (None: the embedded world), images resized (short
+    side) and centre-cropped to ``image_size`` when given (real datasets, whose images differ in size); ``labels``
+    picks the world's label set and is ignored for other datasets."""
+    from nbseg.data import CenterCrop, Compose, Resize, load_dataset
+
+    transform = Compose([Resize(image_size), CenterCrop(image_size)]) if image_size else None
+    extra = {"labels": labels} if name == "world" else {}
+    return load_dataset(name, root=root, split=split, transform=transform, **extra)
+
+
+def probe_backbones(name: str, weights: str | None = None, *, random_init: bool = False,
+                    compare_random_init: bool = True, seed: int = 0) -> dict:
+    """The backbones a probe measures, by role: ``{"trained": ..., "random_init": ...}``.
+
+    ``"trained"`` is ``name`` with ``weights`` (the shipped file for ``"embedded"``, the hub or a local file for a
+    timm name); with ``compare_random_init`` the same architecture at random init (seeded) is added as the
+    baseline every number is compared with. ``random_init=True`` measures the random-init model alone (role
+    ``"random_init"``). An unknown name or a wrong file raises :class:`nbseg.errors.WeightsError`.
+    """
+    from nbseg import backbones
+
+    if random_init:
+        return {"random_init": backbones.load(name, weights, random_init=True, seed=seed)}
+    out = {"trained": backbones.load(name, weights)}
+    if compare_random_init:
+        out["random_init"] = backbones.load(name, random_init=True, seed=seed)
+    return out
 
 
 def extract_dataset(backbone, dataset, *, batch_size: int = 32, limit: int | None = None, progress: bool = True
@@ -96,18 +137,84 @@ def saliency_iou(attn: torch.Tensor, labels: torch.Tensor, *, fraction: float = 
     return mask_iou(masks, fg, valid)
 
 
-def patch_labels(labels: torch.Tensor, grid: tuple[int, int], n_classes: int, ignore_index: int = 255
-                 ) -> torch.Tensor:
-    """Majority class of each patch: (N, H, W) pixel labels -> (N, h, w); all-ignore patches get ``ignore_index``."""
+def patch_class_shares(labels: torch.Tensor, grid: tuple[int, int], n_classes: int, ignore_index: int = 255
+                       ) -> torch.Tensor:
+    """Share of each class among the pixels of every patch (ignored pixels count for no class).
+
+    Args:
+        labels: (N, H, W) pixel labels.  grid: (h, w) patch grid.
+    Returns:
+        (N, C, h, w) float: for H, W multiples of h, w, the fraction of the patch's pixels of each class.
+    """
     N, H, W = labels.shape
-    h, w = grid
     one_hot = torch.zeros(N, n_classes + 1, H, W)
     lab = labels.clone()
     lab[lab == ignore_index] = n_classes
     one_hot.scatter_(1, lab[:, None], 1.0)
-    counts = F.adaptive_avg_pool2d(one_hot, (h, w))[:, :n_classes]       # share of each class per patch
-    out = counts.argmax(1)
-    out[counts.sum(1) == 0] = ignore_index
+    return F.adaptive_avg_pool2d(one_hot, tuple(grid))[:, :n_classes]
+
+
+def patch_labels(labels: torch.Tensor, grid: tuple[int, int], n_classes: int, ignore_index: int = 255
+                 ) -> torch.Tensor:
+    """Majority class of each patch: (N, H, W) pixel labels -> (N, h, w); all-ignore patches get ``ignore_index``."""
+    shares = patch_class_shares(labels, grid, n_classes, ignore_index)
+    out = shares.argmax(1)
+    out[shares.sum(1) == 0] = ignore_index
+    return out
+
+
+def sample_patch_points(features: FeatureSet, n_classes: int, *, max_points: int | None = 3000, seed: int = 0,
+                        ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Patch embeddings with their majority class, a seeded random subset of at most ``max_points``.
+
+    Returns (x (M, D), y (M,) class ids, index (M,) flat index into ``features.patches.reshape(-1, D)``); patches
+    whose pixels are all ignored are left out. Points keep their dataset order.
+    """
+    y = patch_labels(features.labels, features.grid, n_classes, ignore_index).reshape(-1)
+    index = torch.nonzero(y != ignore_index).flatten()
+    if max_points is not None and len(index) > max_points:
+        pick = torch.randperm(len(index), generator=torch.Generator().manual_seed(seed))[:max_points]
+        index = index[pick.sort().values]
+    return features.patches.reshape(-1, features.patches.shape[-1])[index], y[index], index
+
+
+def embed_2d(x: torch.Tensor, method: str = "tsne", *, seed: int = 0, perplexity: float = 30.0,
+             max_iter: int = 1000) -> np.ndarray:
+    """2-D map of embeddings (M, D) -> (M, 2), in the cosine geometry every probe uses (rows L2-normalised first).
+
+    ``method``: ``"tsne"`` (scikit-learn's Barnes-Hut t-SNE, PCA init, as AlignSeg Fig. 7) or ``"pca"`` (fast,
+    linear: distances along the two main axes are real).
+    """
+    z = F.normalize(x.float(), dim=1).numpy()
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=seed).fit_transform(z)
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        perplexity = min(perplexity, max(1.0, (len(z) - 1) / 3))     # t-SNE needs perplexity < n_samples
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                    max_iter=max_iter).fit_transform(z)
+    raise ValueError(f"unknown 2-D embedding method {method!r}: use 'tsne' or 'pca'")
+
+
+def embedding_panels(features: FeatureSet, image_sets: dict, n_classes: int, *, max_points: int = 3000,
+                     seed: int = 0, ignore_index: int = 255) -> dict:
+    """Patch embeddings of several sets of images in one shared 2-D PCA plane (fitted on all of them), so the
+    panels can be compared: ``{title: image indices}`` -> ``{title: (points (M, 2), classes (M,))}``, at most
+    ``max_points`` points per panel (AlignSeg Fig. 2's embedding plot, for 1, a few and many images)."""
+    from sklearn.decomposition import PCA
+
+    union = sorted({int(i) for indices in image_sets.values() for i in torch.as_tensor(indices).reshape(-1)})
+    x, _, _ = sample_patch_points(features.subset(union), n_classes, max_points=max_points, seed=seed,
+                                  ignore_index=ignore_index)
+    pca = PCA(n_components=2, random_state=seed).fit(F.normalize(x.float(), dim=1).numpy())
+    out = {}
+    for title, indices in image_sets.items():
+        x, y, _ = sample_patch_points(features.subset(indices), n_classes, max_points=max_points, seed=seed,
+                                      ignore_index=ignore_index)
+        out[title] = (pca.transform(F.normalize(x.float(), dim=1).numpy()), y)
     return out
 
 

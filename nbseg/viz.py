@@ -31,7 +31,7 @@ PANEL_INCHES = 2.2          # edge of one image panel
 MAX_ANNOTATED_CELLS = 900   # table_heatmap writes the numbers only up to this many cells (30 x 30)
 
 __all__ = ["label_palette", "colorize", "overlay", "segmentation_grid", "attention_figure", "mask_figure",
-           "curve_figure", "table_heatmap"]
+           "curve_figure", "table_heatmap", "embedding_scatter", "histogram_figure"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -195,11 +195,16 @@ def _panel_grid(rows: int, cols: int, title: str) -> tuple[Figure, np.ndarray]:
     return fig, axes
 
 
-def _class_legend(fig: Figure, class_ids: Sequence[int], class_names: Sequence[str] | Mapping[int, str]) -> None:
-    """A legend of the colours of ``class_ids`` (those that appear), below the panels."""
+def _legend_handles(class_ids: Sequence[int], class_names: Sequence[str] | Mapping[int, str]) -> list[Patch]:
+    """One coloured patch per class id, labelled with its name (a list indexed by id, or a dict)."""
     palette = label_palette(256) / 255.0
     names = dict(class_names) if isinstance(class_names, Mapping) else dict(enumerate(class_names))
-    handles = [Patch(facecolor=palette[i], edgecolor="0.3", label=names.get(i, str(i))) for i in class_ids]
+    return [Patch(facecolor=palette[i], edgecolor="0.3", label=names.get(int(i), str(i))) for i in class_ids]
+
+
+def _class_legend(fig: Figure, class_ids: Sequence[int], class_names: Sequence[str] | Mapping[int, str]) -> None:
+    """A legend of the colours of ``class_ids`` (those that appear), below the panels."""
+    handles = _legend_handles(class_ids, class_names)
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize="small",
                    frameon=False)
@@ -398,4 +403,75 @@ def table_heatmap(df: Any, *, title: str, fmt: str = ".2f", cmap: str = "viridis
             luminance = colours[r, c, :3] @ np.array([0.299, 0.587, 0.114])  # dark text on light cells
             ax.text(c, r, format(value, fmt), ha="center", va="center", fontsize="small",
                     color="black" if luminance > 0.5 else "white")
+    return fig
+
+
+def _plot_panels(n: int, title: str, inches: tuple[float, float] = (4.2, 3.6)) -> tuple[Figure, np.ndarray]:
+    """A titled row of ``n`` plot panels (axes on), as a flat array of axes."""
+    fig, axes = _panel_grid(1, n, title)
+    fig.set_size_inches(inches[0] * n, inches[1])
+    for ax in axes.flat:
+        ax.set_axis_on()
+    return fig, axes[0]
+
+
+def embedding_scatter(panels: Mapping[str, tuple], *, title: str, point_size: float = 4.0,
+                      ignore_index: int | None = IGNORE_INDEX) -> Figure:
+    """2-D embeddings (t-SNE, PCA) as scatter plots, one panel per entry, points coloured with the VOC colours of
+    their labels (ground-truth classes or cluster ids).
+
+    ``panels`` maps a panel title to ``(points (M, 2), labels (M,))`` or ``(points, labels, names)``; with ``names``
+    (a list indexed by label, or a dict) the panel gets a legend of the labels that appear. Points labelled
+    ``ignore_index`` are drawn light grey.
+    """
+    if not panels:
+        raise ValueError("embedding_scatter: no panels given")
+    fig, axes = _plot_panels(len(panels), title, (4.0, 4.0))
+    palette = label_palette(256) / 255.0
+    for ax, (name, panel) in zip(axes, panels.items()):
+        points, labels, label_names = (*panel, None) if len(panel) == 2 else panel
+        xy = _to_numpy(points).astype(np.float64)
+        lab = _to_numpy(labels).astype(np.int64).ravel()
+        if xy.ndim != 2 or xy.shape[1] != 2 or len(xy) != len(lab):
+            raise ValueError(f"embedding_scatter: panel {name!r} needs points (M, 2) and labels (M,), got "
+                             f"{xy.shape} and {lab.shape}")
+        ignored = lab == ignore_index if ignore_index is not None else np.zeros(len(lab), bool)
+        if lab[~ignored].size and (lab[~ignored].min() < 0 or lab[~ignored].max() > 255):
+            raise ValueError(f"embedding_scatter: labels of panel {name!r} must lie in 0..255")
+        colours = np.where(ignored[:, None], 0.8, palette[np.where(ignored, 0, lab)])
+        ax.scatter(xy[:, 0], xy[:, 1], c=colours, s=point_size, linewidths=0)
+        ax.set_title(name, fontsize="small")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if label_names is not None:
+            ax.legend(handles=_legend_handles(np.unique(lab[~ignored]), label_names), fontsize="x-small",
+                      loc="best", framealpha=0.7)
+    return fig
+
+
+def histogram_figure(panels: Mapping[str, Mapping[str, Any]], *, title: str, xlabel: str, bins: int = 36,
+                     value_range: tuple[float, float] | None = None) -> Figure:
+    """Overlaid density histograms, one panel per entry (angles within images vs over the dataset, ...).
+
+    ``panels`` maps a panel title to ``{series name: values}``; a value may be ``(values, weights)`` for weighted
+    samples (pixel shares). Empty series are listed in the legend as empty.
+    """
+    if not panels:
+        raise ValueError("histogram_figure: no panels given")
+    fig, axes = _plot_panels(len(panels), title)
+    for ax, (name, series) in zip(axes, panels.items()):
+        for label, sample in series.items():
+            values, weights = sample if isinstance(sample, tuple) else (sample, None)
+            v = _to_numpy(values).astype(np.float64).ravel()
+            w = None if weights is None else _to_numpy(weights).astype(np.float64).ravel()
+            if v.size == 0:
+                ax.plot([], [], label=f"{label} (empty)")
+                continue
+            ax.hist(v, bins=bins, range=value_range, weights=w, density=True, histtype="step", linewidth=1.5,
+                    label=label)
+        ax.set_title(name, fontsize="small")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("density")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
     return fig

@@ -138,3 +138,34 @@ def test_table_heatmap(tmp_path):
     save_figure(fig, tmp_path / "table.png")
     with pytest.raises(ValueError, match="'name'"):
         viz.table_heatmap(df.assign(name="x"), title=TITLE)
+
+
+def test_embedding_scatter_colours_points_by_label():
+    points = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.5], [3.0, 3.0]])
+    labels = np.array([0, 2, 255, 2])
+    fig = viz.embedding_scatter({"by class": (points, labels, ["background", "a", "b"]),
+                                 "by cluster": (torch.tensor(points), torch.tensor([1, 1, 0, 0]))}, title=TITLE)
+    _check(fig, 2)
+    colours = fig.axes[0].collections[0].get_facecolors()[:, :3]
+    pal = viz.label_palette(3) / 255.0
+    np.testing.assert_allclose(colours[1], pal[2])
+    np.testing.assert_allclose(colours[2], [0.8] * 3)                                   # ignored: grey
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["background", "b"]
+    assert fig.axes[1].get_legend() is None and fig.axes[1].get_title() == "by cluster"
+    with pytest.raises(ValueError, match="points \\(M, 2\\)"):
+        viz.embedding_scatter({"bad": (points[:, :1], labels)}, title=TITLE)
+
+
+def test_histogram_figure_overlays_weighted_series():
+    values = np.array([10.0, 20.0, 20.0, 170.0])
+    fig = viz.histogram_figure({"intra": {"image": values, "dataset": (values, np.array([1, 0, 0, 0]))},
+                                "inter": {"image": [], "dataset": values}},
+                               title=TITLE, xlabel="degrees", bins=18, value_range=(0, 180))
+    _check(fig, 2)
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert labels == ["image (empty)", "dataset"]
+    heights = [p.get_xy()[:, 1].max() for p in fig.axes[0].patches]                   # density peaks
+    # unweighted: at most half the samples in one 10-degree bin (0.05 / degree); weighted: all its mass (0.1)
+    assert heights == pytest.approx([0.05, 0.1])
+    with pytest.raises(ValueError, match="no panels"):
+        viz.histogram_figure({}, title=TITLE, xlabel="x")

@@ -1,0 +1,188 @@
+"""AlignSeg's multi-crop views: one global crop and ``n_local`` local crops that must overlap it.
+
+The rule (AlignSeg Sec. IV-B; released ``TrainTransforms``, docs/official_implementations.md Sec. 3.4):
+
+* every crop is a RandomResizedCrop box (torchvision's area / log-aspect rule, aspect (3/4, 4/3)), resized
+  bilinearly with antialiasing to its output size; global scale (0.5, 1.0), local scale (0.05, 0.25);
+* **minimum intersection**: a local box is redrawn until its intersection with the global box is *more than*
+  ``min_intersection`` (0.05) times the area of the original image;
+* no photometric augmentation and no flip (``augment_image: False`` in the released configs).
+
+Choices of ours, stated:
+
+* Sizes. The paper crops 224 / 224 px (global / local) from VOC images of ~500 px. The world's images are 96 px, so
+  the world defaults are 64 / 64: both crops give the embedded ViT/8 an 8x8 token grid, and a local box of 5-25% of
+  a 96-px image (21-48 px) is upsampled to 64 px, about the 2-4x zoom the paper's local crops get on VOC.
+* The released code redraws forever. We redraw at most ``max_tries`` (100) times; then the last local box's size is
+  centred on the global box's centre (clamped inside the image), which satisfies the rule whenever a box of that
+  size can; if it still cannot, that box is used anyway (documented, and counted in ``fallbacks``).
+* Boxes are returned in original-image pixels as (top, left, height, width), so the region two crops share can be
+  mapped onto either crop's token grid. Neither AlignSeg variant uses it for its losses (the released code moves the
+  boxes to the GPU and never reads them; the paper's Eq. 9 mask is saliency-only); they are there for analysis
+  and visualisation.
+* Randomness comes only from the integer ``seed`` given with each item: ``dataset[(index, seed)]``. The training
+  loop derives the seed from (run seed, epoch, index), so a resumed run sees the same crops.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms.v2 import functional as TF
+
+from nbseg.data.base import SegDataset
+from nbseg.errors import DataError
+from nbseg.pretrain.dino import random_resized_crop_box
+
+Box = tuple[int, int, int, int]          # (top, left, height, width) in original-image pixels
+
+
+@dataclass(frozen=True)
+class MultiCropSpec:
+    """Sizes and scales of the crops. Defaults are the world's (96-px images); AlignSeg on VOC: 224 / 224."""
+
+    global_size: int = 64                # output side of the global view
+    global_scale: tuple[float, float] = (0.5, 1.0)
+    local_size: int = 64                 # output side of each local view
+    local_scale: tuple[float, float] = (0.05, 0.25)
+    n_local: int = 2                     # v_l
+    min_intersection: float = 0.05       # fraction of the original image area
+    max_tries: int = 100
+
+    def __post_init__(self):
+        for name in ("global_scale", "local_scale"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi <= 1:
+                raise ValueError(f"{name} must satisfy 0 < low <= high <= 1, got {(lo, hi)}")
+        if self.n_local < 1:
+            raise ValueError(f"n_local must be at least 1 (AlignSeg aligns the global crop with local crops), "
+                             f"got {self.n_local}")
+        if not 0 <= self.min_intersection < 1:
+            raise ValueError(f"min_intersection is a fraction of the image area in [0, 1), got "
+                             f"{self.min_intersection}")
+
+
+def box_intersection_area(a: Box, b: Box) -> int:
+    """Pixel area shared by two (top, left, height, width) boxes."""
+    h = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    w = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return max(h, 0) * max(w, 0)
+
+
+def _centred_on(box: Box, height: int, width: int, size: tuple[int, int]) -> Box:
+    """A (size) box centred on ``box``'s centre, shifted to lie inside the (height, width) image."""
+    h, w = size
+    top = min(max(box[0] + box[2] // 2 - h // 2, 0), height - h)
+    left = min(max(box[1] + box[3] // 2 - w // 2, 0), width - w)
+    return top, left, h, w
+
+
+def sample_multicrop_boxes(height: int, width: int, spec: MultiCropSpec, gen: torch.Generator
+                           ) -> tuple[Box, list[Box], int]:
+    """The global box and ``spec.n_local`` local boxes obeying the minimum-intersection rule.
+
+    Returns:
+        (global_box, local_boxes, fallbacks): ``fallbacks`` counts local boxes placed by the centred fallback after
+        ``max_tries`` rejected draws.
+    """
+    global_box = random_resized_crop_box(height, width, spec.global_scale, gen)
+    need = spec.min_intersection * height * width
+    local_boxes, fallbacks = [], 0
+    for _ in range(spec.n_local):
+        for _ in range(spec.max_tries):
+            box = random_resized_crop_box(height, width, spec.local_scale, gen)
+            if box_intersection_area(box, global_box) > need:
+                break
+        else:
+            box = _centred_on(global_box, height, width, box[2:])
+            fallbacks += 1
+        local_boxes.append(box)
+    return global_box, local_boxes, fallbacks
+
+
+@dataclass
+class MultiCropViews:
+    """One image's views: ``global_crop`` (3, G, G), ``local_crops`` (V, 3, L, L) in [0, 1], ``global_box`` (4,)
+    and ``local_boxes`` (V, 4) int64 (top, left, height, width) in original pixels, ``image_size`` (2,) (H, W)."""
+
+    global_crop: torch.Tensor
+    local_crops: torch.Tensor
+    global_box: torch.Tensor
+    local_boxes: torch.Tensor
+    image_size: torch.Tensor
+    id: str = ""
+    index: int = -1                      # position in the dataset and the item seed the views were drawn from
+    seed: int = -1
+
+
+def multicrop(image: torch.Tensor, spec: MultiCropSpec, seed: int, id: str = "") -> MultiCropViews:
+    """Crop ``image`` (3, H, W) in [0, 1] into AlignSeg's views, every random draw from ``seed`` alone."""
+    gen = torch.Generator().manual_seed(int(seed))
+    H, W = image.shape[-2:]
+    global_box, local_boxes, _ = sample_multicrop_boxes(H, W, spec, gen)
+
+    def crop(box: Box, size: int) -> torch.Tensor:
+        return TF.resized_crop(image, *box, [size, size], antialias=True).clamp(0, 1)
+
+    return MultiCropViews(
+        global_crop=crop(global_box, spec.global_size),
+        local_crops=torch.stack([crop(b, spec.local_size) for b in local_boxes]),
+        global_box=torch.tensor(global_box, dtype=torch.long),
+        local_boxes=torch.tensor(local_boxes, dtype=torch.long),
+        image_size=torch.tensor([H, W], dtype=torch.long), id=id)
+
+
+class MultiCropDataset(Dataset):
+    """AlignSeg training views of a :class:`~nbseg.data.base.SegDataset`.
+
+    ``dataset[(index, seed)]`` -> :class:`MultiCropViews` of image ``index``, drawn from ``seed`` only (labels are
+    not used: training is unsupervised). A plain integer index is an error, so a crop never depends on hidden state.
+    ``limit`` keeps only the first ``limit`` images (smoke runs, small benchmarks).
+    """
+
+    def __init__(self, dataset: SegDataset, spec: MultiCropSpec | None = None, limit: int | None = None):
+        if limit is not None and limit < 1:
+            raise DataError(f"MultiCropDataset limit must be at least 1 image (or None for all), got {limit}")
+        self.dataset = dataset
+        self.spec = spec or MultiCropSpec()
+        self.limit = limit
+        self.name = getattr(dataset, "name", type(dataset).__name__)
+
+    def __len__(self) -> int:
+        return len(self.dataset) if self.limit is None else min(self.limit, len(self.dataset))
+
+    def describe(self) -> str:
+        """The underlying dataset's description, with the image limit when one is set."""
+        text = self.dataset.describe() if hasattr(self.dataset, "describe") else self.name
+        return text if self.limit is None or self.limit >= len(self.dataset) else f"{text}, first {len(self)} used"
+
+    def __getitem__(self, key: tuple[int, int]) -> MultiCropViews:
+        if not (isinstance(key, tuple) and len(key) == 2):
+            raise DataError(f"MultiCropDataset items are indexed by (index, seed), got {key!r}. Fix: pass "
+                            f"dataset[(i, seed)] with a seed derived from (run seed, epoch, i).")
+        index, seed = key
+        if not 0 <= int(index) < len(self):
+            raise DataError(f"MultiCropDataset index {index} is out of range for {len(self)} images")
+        sample = self.dataset[int(index)]
+        views = multicrop(sample.image, self.spec, seed, sample.id)
+        views.index, views.seed = int(index), int(seed)
+        return views
+
+
+def collate_multicrop(items: list[MultiCropViews]) -> dict:
+    """Batch views: ``{"global": (B, 3, G, G), "local": (B, V, 3, L, L), "global_box": (B, 4), "local_boxes":
+    (B, V, 4), "image_size": (B, 2), "key": (B, 2) int64 (index, item seed), "id": [str]}`` (a DataLoader
+    ``collate_fn``). ``key`` identifies each item's views exactly (they are a function of it), which is what
+    :class:`nbseg.methods.alignseg.CropFeatureCache` looks features up by."""
+    if not items:
+        raise DataError("collate_multicrop got an empty list of items.")
+    return {
+        "global": torch.stack([v.global_crop for v in items]),
+        "local": torch.stack([v.local_crops for v in items]),
+        "global_box": torch.stack([v.global_box for v in items]),
+        "local_boxes": torch.stack([v.local_boxes for v in items]),
+        "image_size": torch.stack([v.image_size for v in items]),
+        "key": torch.tensor([[v.index, v.seed] for v in items], dtype=torch.long),
+        "id": [v.id for v in items],
+    }
