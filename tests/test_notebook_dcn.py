@@ -149,3 +149,20 @@ def test_open_choices_come_from_the_docstrings():
     assert dcn.startswith("1. **Modularity normalisation.**") and "\n11. **Regions.**" in dcn
     assert "The choices of the region-classification stage" not in dcn
     assert regions.startswith("1. ") and "\n7. Table 2" in regions
+
+
+def test_cli_train_dcn_trains_resumes_and_writes_metrics(tmp_path, capsys):
+    """``nbseg train dcn RUN_DIR key=value ...``: a stopped run resumes when the command is run again, and the
+    evaluation lands in RUN_DIR/metrics.json."""
+    from nbseg.cli import main
+
+    args = ["train", "dcn", str(tmp_path / "run"), "random_init=true", "input_size=48", "region_size=32",
+            "n_stages=1", f"cache_root={tmp_path / 'cache'}", "device=cpu", "n_fg_classes=2", "batch_size=8",
+            "epochs=1", "cache_limit=16"]
+    assert main(args + ["max_steps=1", "--no-eval", "--no-progress"]) == 0
+    assert "stopped at step 1 of 2" in capsys.readouterr().out
+    assert main(args + ["--eval-limit", "6", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "DCN in" in out and "finished" in out and "paper (Li et al. 2022), as reported" in out
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["steps"] == 2 and m["finished"] and 0 <= m["table1/miou_mean"] <= 1

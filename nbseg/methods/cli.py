@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-METHODS = ("alignseg",)
+METHODS = ("alignseg", "dcn")
 
 TRAIN_EPILOG = """\
 examples:
@@ -24,10 +24,15 @@ examples:
   nbseg train alignseg runs/alignseg_world max_steps=100            # stop early; rerun without it to resume
   nbseg train alignseg runs/voc --config voc data_root=/data/VOC2012 weights=/w/dino_deitsmall16_pretrain.pth
 
---config: a YAML file, or a shipped name: world (default: nbseg/configs/alignseg_world.yaml, for the embedded backbone
-on the world), voc or cocostuff27 (the paper's settings with DINO ViT-S/16 and the released schedule; pass
+  nbseg train dcn runs/dcn_world                                    # DCN on cached features of the world
+  nbseg train dcn runs/dcn_voc --config voc data_root=/data/VOC2012 weights=/w/dino_deitsmall8_pretrain.pth
+
+--config: a YAML file, or a shipped name. AlignSeg: world (default: nbseg/configs/alignseg_world.yaml, for the
+embedded backbone on the world), voc or cocostuff27 (the paper's settings with DINO ViT-S/16 and the released schedule; pass
 data_root=PATH and weights=PATH).
-Config keys: {keys}
+DCN: world (default, nbseg/configs/dcn_world.yaml) or voc (DINO ViT-S/8, pass data_root=PATH and weights=PATH).
+AlignSeg config keys: {keys}
+DCN config keys: {dcn_keys}
 """
 
 
@@ -41,13 +46,15 @@ def _command(subparsers, name: str, func, summary: str, description: str, **kw):
 
 def register_cli(subparsers) -> None:
     from nbseg.methods.alignseg import AlignSegConfig
+    from nbseg.methods.dcn import DCNConfig
 
     p = _command(subparsers, "train", _cli_train, "train a segmentation method (resumable: rerunning resumes)",
                  "Train a method in RUN_DIR (created; an existing run folder is resumed exactly, a finished one is "
                  "only evaluated). Writes config.yaml, provenance.json, checkpoint.pt (atomic), log.csv, "
                  "loss_curve.png and, after scoring on the evaluation split with both protocols, metrics.json and "
                  "evaluation.csv.", formatter_class=argparse.RawDescriptionHelpFormatter,
-                 epilog=TRAIN_EPILOG.format(keys=", ".join(AlignSegConfig.__dataclass_fields__)))
+                 epilog=TRAIN_EPILOG.format(keys=", ".join(AlignSegConfig.__dataclass_fields__),
+                                            dcn_keys=", ".join(DCNConfig.__dataclass_fields__)))
     p.add_argument("method", choices=METHODS, help="the method to train")
     p.add_argument("run_dir", help="run folder")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (unknown keys are errors)")
@@ -126,6 +133,8 @@ def _print_table(table) -> None:
 def _cli_train(args) -> int:
     from nbseg.methods.alignseg_eval import load_alignseg_config, run_alignseg
 
+    if args.method == "dcn":
+        return _cli_train_dcn(args)
     cfg = load_alignseg_config(args.config, args.overrides)
     run = run_alignseg(cfg, args.run_dir, progress=not args.no_progress, evaluate=not args.no_eval,
                        eval_limit=args.eval_limit, epoch_eval=args.epoch_eval, kmeans=not args.no_kmeans)
@@ -137,6 +146,30 @@ def _cli_train(args) -> int:
         print(f"scored on {d['dataset']} with {d['backbone']}")
         _print_table(run.evaluation.table)
     print(f"metrics: {run.run_dir / 'metrics.json'}")
+    return 0
+
+
+def _cli_train_dcn(args) -> int:
+    """DCN: train on the cached features (built first when absent), then Tables 1-2 and the region counts on the
+    val split, written to RUN_DIR/metrics.json (the same functions as notebook 11_dcn)."""
+    from pathlib import Path
+
+    from nbseg.io import atomic_write_json
+    from nbseg.methods.dcn_eval import evaluate_dcn, load_dcn_config, train_dcn
+
+    cfg = load_dcn_config(args.config, args.overrides)
+    method, s = train_dcn(cfg, args.run_dir, progress=not args.no_progress)
+    state = "finished" if s["finished"] else f"stopped at step {s['steps']} of {s['total_steps']} (rerun to resume)"
+    print(f"DCN in {args.run_dir}: {state}")
+    if args.no_eval:
+        return 0
+    ev = evaluate_dcn(method, val_limit=args.eval_limit, progress=not args.no_progress)
+    print(ev.title())
+    print(ev.table_1().to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(ev.table_2().to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    out = Path(args.run_dir) / "metrics.json"
+    atomic_write_json(out, {**ev.metrics(), "steps": s["steps"], "finished": s["finished"]})
+    print(f"metrics: {out}")
     return 0
 
 
