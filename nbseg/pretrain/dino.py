@@ -30,7 +30,7 @@ from torchvision.transforms.v2 import functional as TF
 from nbseg.train.schedules import cosine_schedule
 
 __all__ = ["dino_loss", "updated_center", "cosine_schedule", "teacher_temperature_schedule", "ema_update_",
-           "clip_gradients_", "DINOHead", "StudentTeacherNet", "MultiCropConfig", "MultiCropAugmentation",
+           "clip_gradients_", "DINOHead", "StudentTeacherNet", "masked_patch_loss", "random_patch_masks", "MultiCropConfig", "MultiCropAugmentation",
            "random_resized_crop_box"]
 
 
@@ -67,6 +67,41 @@ def dino_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, center
     return total / n_pairs
 
 
+def masked_patch_loss(student_patch_logits: torch.Tensor, teacher_patch_logits: torch.Tensor,
+                      masks: torch.Tensor, center: torch.Tensor, student_temp: float, teacher_temp: float
+                      ) -> torch.Tensor:
+    """iBOT's masked-image-modelling loss (Zhou et al., ICLR 2022, Eq. 2 with a shared head): self-distillation
+    on the *patch* tokens that the student saw masked, against the teacher's tokens of the unmasked view.
+
+    ``P_t[j] = softmax((g_t(x)_j - C_p) / tau_t)``, ``P_s[j] = softmax(g_s(x~)_j / tau_s)`` for patch ``j``, and
+    ``L = mean over images b of  sum_{j in M_b} -P_t[j] . log P_s[j] / max(|M_b|, 1)``, over the global views.
+
+    Args:
+        student_patch_logits: (G * B, N, K) head outputs of the student's (masked) global views' patch tokens.
+        teacher_patch_logits: (G * B, N, K) teacher outputs of the same views, unmasked (no gradient).
+        masks: (G * B, N) bool, true where the student's patch was replaced by the mask token.
+        center: (1, K) running center of the teacher's patch outputs.
+    Returns:
+        scalar loss (0 where nothing is masked).
+    """
+    logp_s = F.log_softmax(student_patch_logits.float() / student_temp, dim=-1)
+    p_t = F.softmax((teacher_patch_logits.float() - center) / teacher_temp, dim=-1).detach()
+    per_patch = torch.sum(-p_t * logp_s, dim=-1)                                  # (G * B, N)
+    m = masks.to(per_patch.dtype)
+    return (torch.sum(per_patch * m, dim=-1) / m.sum(dim=-1).clamp(min=1.0)).mean()
+
+
+def random_patch_masks(n_images: int, grid: tuple[int, int], ratio: tuple[float, float], prob: float,
+                       gen: torch.Generator, device=None) -> torch.Tensor:
+    """(n_images, h * w) bool masks: with probability ``prob`` an image masks each patch independently with a
+    ratio ``r ~ U(ratio)`` (iBOT masks half of the images, ratio 0.1-0.5; it uses block-wise masks, we mask single
+    patches); the other images are unmasked."""
+    n = grid[0] * grid[1]
+    r = ratio[0] + (ratio[1] - ratio[0]) * torch.rand(n_images, 1, generator=gen, device=device)
+    masked = torch.rand(n_images, 1, generator=gen, device=device) < prob
+    return (torch.rand(n_images, n, generator=gen, device=device) < r) & masked
+
+
 @torch.no_grad()
 def updated_center(center: torch.Tensor, teacher_logits: torch.Tensor, momentum: float,
                    batch_mean: torch.Tensor | None = None) -> torch.Tensor:
@@ -94,22 +129,23 @@ def teacher_temperature_schedule(warmup_temp: float, final_temp: float, warmup_e
 @torch.no_grad()
 def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     """In place: ``theta_t <- m theta_t + (1 - m) theta_s`` over matching parameters (Sec. 3.1)."""
-    for p_t, p_s in zip(teacher.parameters(), student.parameters()):
-        p_t.mul_(momentum).add_(p_s.detach(), alpha=1 - momentum)
+    t_params = list(teacher.parameters())
+    s_params = [p.detach() for p in student.parameters()]
+    torch._foreach_mul_(t_params, momentum)           # one fused kernel per op instead of one per parameter
+    torch._foreach_add_(t_params, s_params, alpha=1 - momentum)
 
 
-def clip_gradients_(model: nn.Module, max_norm: float) -> list[float]:
-    """Clip each parameter's gradient to norm ``max_norm`` separately (as DINO does). Returns the norms before."""
-    norms = []
-    for p in model.parameters():
-        if p.grad is None:
-            continue
-        norm = p.grad.detach().norm(2).item()
-        norms.append(norm)
-        clip = max_norm / (norm + 1e-6)
-        if clip < 1:
-            p.grad.mul_(clip)
-    return norms
+@torch.no_grad()
+def clip_gradients_(model: nn.Module, max_norm: float) -> torch.Tensor:
+    """Clip each parameter's gradient to norm ``max_norm`` separately (as DINO does): ``g <- g min(1, c / (|g| +
+    1e-6))``. Returns the (P,) norms before clipping. No host synchronisation (it matters on a GPU)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(0)
+    norms = torch._foreach_norm(grads)
+    for g, norm in zip(grads, norms):
+        g.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+    return torch.stack(norms)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -150,25 +186,56 @@ class DINOHead(nn.Module):
 
 
 class StudentTeacherNet(nn.Module):
-    """Backbone + head applied to a list of views; views of equal size are batched together (as in DINO)."""
+    """Backbone + head applied to a list of views; views of equal size are batched together (as in DINO).
 
-    def __init__(self, backbone: nn.Module, head: DINOHead):
+    With ``mask_token`` (iBOT's patch loss) the first global views can also return their patch tokens' head
+    outputs, with the patches where ``masks`` is true replaced by a learned mask token before the blocks.
+    """
+
+    def __init__(self, backbone: nn.Module, head: DINOHead, mask_token: bool = False):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.mask_token = nn.Parameter(torch.zeros(1, backbone.embed_dim)) if mask_token else None
 
-    def forward(self, views: list[torch.Tensor]) -> torch.Tensor:
-        """views: list of (B, 3, s_i, s_i) normalised crops -> (len(views) * B, out_dim), view-major."""
-        outputs, start = [], 0
+    def _tokens(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, 3, H, W), mask (B, h * w) bool or None -> (B, prefix + h * w, D) final-norm tokens."""
+        if mask is None:
+            return self.backbone.forward_features(x)
+        vit = self.backbone
+        patches = vit.patch_embed(x)                       # (B, h, w, D) with dynamic_img_size, else (B, N, D)
+        flat = patches.reshape(patches.shape[0], -1, patches.shape[-1])
+        flat = torch.where(mask.unsqueeze(-1), self.mask_token.to(flat.dtype), flat)
+        # timm's own embedding steps (the same ones forward_features runs), so positions and CLS match it exactly
+        tokens = vit._pos_embed(flat.view_as(patches))
+        tokens = vit.norm_pre(vit.patch_drop(tokens))
+        return vit.norm(vit.blocks(tokens))
+
+    def forward(self, views: list[torch.Tensor], masks: list[torch.Tensor] | None = None, patch_views: int = 0):
+        """views: list of (B, 3, s_i, s_i) normalised crops -> (len(views) * B, out_dim) CLS logits, view-major.
+
+        With ``patch_views = G > 0`` also return the (G * B, N, out_dim) patch logits of the first G views, whose
+        patches are masked by ``masks`` (G tensors of (B, N) bool; None: unmasked)."""
+        outputs, patch_tokens, start = [], [], 0
         sizes = [v.shape[-1] for v in views]
+        prefix = getattr(self.backbone, "num_prefix_tokens", 1)
         while start < len(views):
             end = start
             while end < len(views) and sizes[end] == sizes[start]:
                 end += 1
-            tokens = self.backbone.forward_features(torch.cat(views[start:end]))
+            if start < patch_views:                      # the global views: same size, possibly masked
+                end = min(end, patch_views)
+                mask = torch.cat(masks[start:end]) if masks is not None else None
+                tokens = self._tokens(torch.cat(views[start:end]), mask)
+                patch_tokens.append(tokens[:, prefix:])
+            else:
+                tokens = self.backbone.forward_features(torch.cat(views[start:end]))
             outputs.append(tokens[:, 0])              # CLS token after the final norm
             start = end
-        return self.head(torch.cat(outputs))
+        cls_logits = self.head(torch.cat(outputs))
+        if not patch_views:
+            return cls_logits
+        return cls_logits, self.head(torch.cat(patch_tokens))
 
 
 # ----------------------------------------------------------------------------------------------------------

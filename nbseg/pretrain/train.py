@@ -31,11 +31,12 @@ from torch import nn
 from nbseg.config import to_dict
 from nbseg.errors import ConfigError, NbsegError
 from nbseg.io import atomic_torch_save, atomic_write_bytes
+from nbseg.pretrain.batched_augment import BatchedMultiCrop
 from nbseg.pretrain.dino import (DINOHead, MultiCropAugmentation, MultiCropConfig, StudentTeacherNet,
-                                 clip_gradients_, dino_loss, ema_update_, teacher_temperature_schedule,
-                                 updated_center)
+                                 clip_gradients_, dino_loss, ema_update_, masked_patch_loss, random_patch_masks,
+                                 teacher_temperature_schedule, updated_center)
 from nbseg.train.checkpoint import check_resume_config
-from nbseg.train.data import epoch_batches, epoch_loader, item_seed, rank_batches, step_seed
+from nbseg.train.data import epoch_batches, epoch_loader, item_seed, rank_batches, seed_of, step_seed
 from nbseg.train.distributed import init_distributed
 from nbseg.train.logs import curves_figure, read_log, start_run_folder, write_log
 from nbseg.train.optim import apply_schedule, parameter_groups
@@ -44,7 +45,7 @@ from nbseg.train.schedules import cosine_schedule
 __all__ = ["PretrainConfig", "pretrain", "export_teacher", "epoch_batches", "parameter_groups"]
 
 CHECKPOINT = "checkpoint.pt"
-LOG_FIELDS = ["step", "epoch", "loss", "lr", "weight_decay", "momentum", "teacher_temp", "seconds"]
+LOG_FIELDS = ["step", "epoch", "loss", "patch_loss", "lr", "weight_decay", "momentum", "teacher_temp", "seconds"]
 
 
 @dataclass
@@ -74,6 +75,16 @@ class PretrainConfig:
     colour_jitter: float = 0.4           # DINO's brightness / contrast / saturation strength (p = 0.8)
     hue: float = 0.1                     # DINO's max hue shift; the world needs 0.5: its colours carry no class
     grayscale_p: float = 0.2
+    augment_on: str = "cpu"              # cpu: per-image views in DataLoader workers (exact for any worker count);
+                                         # device: the split is preloaded on the training device and each batch's
+                                         # views are made there at once (nbseg.pretrain.batched_augment; for GPUs)
+    # patch-level self-distillation (iBOT, Zhou et al. 2022); 0 = DINO as published
+    patch_loss_weight: float = 0.0       # weight of iBOT's masked patch loss beside DINO's CLS loss
+    mask_ratio: tuple[float, float] = (0.1, 0.5)
+    mask_prob: float = 0.5               # fraction of global views that are masked at all
+    teacher_recolour: bool = False       # the teacher sees the student's global crops with a new photometric draw,
+                                         # so patch targets cannot be matched by colour (needs augment_on=device;
+                                         # nbseg's own variant, not in DINO or iBOT)
     # optimisation
     epochs: int = 100
     batch_size: int = 64                 # global batch over all processes
@@ -97,7 +108,7 @@ class PretrainConfig:
     device: str = "auto"                 # auto | cpu | cuda
     amp: bool = True                     # bf16 autocast, used on CUDA only
     log_every: int = 10                  # steps between log rows
-    checkpoint_every: int = 50           # steps between checkpoints (and at every epoch end)
+    checkpoint_every: int = 50           # steps between checkpoints (and one at the last step)
     max_steps: int | None = None         # stop (with a checkpoint) after this global step: budgeted or test runs
 
     def validate(self) -> None:
@@ -108,6 +119,12 @@ class PretrainConfig:
                               f"{self.global_size} / {self.local_size}")
         if self.epochs < 1:
             raise ConfigError("epochs must be >= 1")
+        if self.augment_on not in ("cpu", "device"):
+            raise ConfigError(f"augment_on must be 'cpu' or 'device', not {self.augment_on!r}")
+        if self.teacher_recolour and self.augment_on != "device":
+            raise ConfigError("teacher_recolour needs augment_on=device")
+        if self.patch_loss_weight < 0 or not 0 <= self.mask_prob <= 1:
+            raise ConfigError("patch_loss_weight must be >= 0 and mask_prob in [0, 1]")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -157,6 +174,42 @@ def _collate_views(batch: list[list[torch.Tensor]]) -> list[torch.Tensor]:
     return [torch.stack(views) for views in zip(*batch)]
 
 
+class _SquareImages(torch.utils.data.Dataset):
+    """Image ``i`` resized (short side) to ``size`` and centre-cropped to a square, as uint8 (3, size, size)."""
+
+    def __init__(self, images, size: int):
+        self.images, self.size = images, size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as TF
+
+        image = self.images[i].image
+        if min(image.shape[-2:]) != self.size:
+            image = TF.resize(image, self.size, antialias=True)
+        image = TF.center_crop(image, [self.size, self.size])
+        return (image.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def preload_images(images, size: int, num_workers: int = 0) -> torch.Tensor:
+    """The whole split as one (N, 3, size, size) uint8 tensor (for ``augment_on=device``; a non-square image
+    keeps its centre square, where the per-image path would crop from the whole rectangle)."""
+    loader = torch.utils.data.DataLoader(_SquareImages(images, size), batch_size=64, num_workers=num_workers)
+    return torch.cat(list(loader))
+
+
+def device_view_batches(bank: torch.Tensor, batches, augment: BatchedMultiCrop, seed: int, first_step: int,
+                        rank: int, recolour_globals: bool = False):
+    """The views of each batch of ``(index, item_seed)`` keys, made on ``bank``'s device; the generator of
+    step ``first_step + k`` is seeded by (seed, step, rank), so a resumed run draws the same views."""
+    for k, batch in enumerate(batches):
+        index = torch.tensor([i for i, _ in batch], device=bank.device)
+        gen = torch.Generator(device=bank.device).manual_seed(seed_of(seed, first_step + k, rank, 17))
+        yield augment(bank[index].float() / 255, gen, recolour_globals)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Model
 # ----------------------------------------------------------------------------------------------------------
@@ -173,10 +226,11 @@ def build_networks(cfg: PretrainConfig) -> tuple[StudentTeacherNet, StudentTeach
 
         load_state_into(student_vit, read_weights_file(cfg.init_weights), source=str(cfg.init_weights))
     dim = student_vit.embed_dim
+    patch = cfg.patch_loss_weight > 0
     student = StudentTeacherNet(student_vit, DINOHead(dim, cfg.out_dim, cfg.head_hidden_dim, cfg.bottleneck_dim,
-                                                       cfg.norm_last_layer))
+                                                       cfg.norm_last_layer), mask_token=patch)
     teacher = StudentTeacherNet(teacher_vit, DINOHead(dim, cfg.out_dim, cfg.head_hidden_dim, cfg.bottleneck_dim,
-                                                       cfg.norm_last_layer))
+                                                       cfg.norm_last_layer), mask_token=patch)
     teacher.load_state_dict(student.state_dict())
     teacher.requires_grad_(False)
     return student, teacher
@@ -205,7 +259,8 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
     state = None
     if ckpt_path.exists() and resume:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        check_resume_config(state.get("config", {}), to_dict(cfg), ckpt_path)
+        # A knob added since the run was written ran at its default (new knobs default to the old behaviour).
+        check_resume_config({**to_dict(PretrainConfig()), **state.get("config", {})}, to_dict(cfg), ckpt_path)
     elif ckpt_path.exists() and not resume:
         raise NbsegError(f"{run_dir} already holds a run; pass resume or choose another folder")
 
@@ -222,12 +277,14 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
     teacher.to(device)
     optimizer = torch.optim.AdamW(parameter_groups(student))
     center = torch.zeros(1, cfg.out_dim, device=device)
+    center_patch = torch.zeros(1, cfg.out_dim, device=device)
     start_step = 0
     if state is not None:
         student.load_state_dict(state["student"])
         teacher.load_state_dict(state["teacher"])
         optimizer.load_state_dict(state["optimizer"])
         center = state["center"].to(device)
+        center_patch = state.get("center_patch", center_patch.cpu()).to(device)
         start_step = int(state["step"])
     student_ddp = student
     if world > 1:
@@ -256,11 +313,18 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
         if not is_main:
             return
         atomic_torch_save({"student": student.state_dict(), "teacher": teacher.state_dict(),
-                           "optimizer": optimizer.state_dict(), "center": center.cpu(), "step": step,
+                           "optimizer": optimizer.state_dict(), "center": center.cpu(),
+                           "center_patch": center_patch.cpu(), "step": step,
                            "seconds": seconds, "config": to_dict(cfg), "arch": cfg.arch}, ckpt_path)
         write_log(log_path, rows, LOG_FIELDS)
 
     stop_step = min(total_steps, cfg.max_steps) if cfg.max_steps is not None else total_steps
+    bank = None
+    if cfg.augment_on == "device":
+        bank = preload_images(images, cfg.image_size, cfg.num_workers).to(device)
+        batched_views = BatchedMultiCrop(views.aug.cfg)
+    patch_weight = cfg.patch_loss_weight
+    grid = [cfg.global_size // p for p in student.backbone.patch_embed.patch_size]
     bar = tqdm(total=stop_step, initial=start_step, desc="DINO", unit="step", disable=not (progress and is_main))
     t_start = time.perf_counter()
     step = start_step
@@ -270,7 +334,10 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
     while step < stop_step:
         epoch, it_in_epoch = divmod(step, batches_per_epoch)
         per_rank = rank_batches(len(images), cfg.batch_size, cfg.seed, epoch, rank, world, start=it_in_epoch)
-        loader = epoch_loader(views, per_rank, _collate_views, cfg.num_workers, cfg.seed, epoch)
+        if bank is None:
+            loader = epoch_loader(views, per_rank, _collate_views, cfg.num_workers, cfg.seed, epoch)
+        else:
+            loader = device_view_batches(bank, per_rank, batched_views, cfg.seed, step, rank, cfg.teacher_recolour)
         for crops in loader:
             if step >= stop_step:
                 break
@@ -278,11 +345,26 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
             apply_schedule(optimizer, lr_sched[step], wd_sched[step])
             crops = [c.to(device, non_blocking=True) for c in crops]
             crops = [(c - _MEAN.to(device)) / _STD.to(device) for c in crops]
+            # the teacher's global views: the student's own, or the same crops recoloured (teacher_recolour)
+            teacher_crops = crops[-n_global:] if cfg.teacher_recolour else crops[:n_global]
+            if cfg.teacher_recolour:
+                crops = crops[:-n_global]
+            masks = None
+            if patch_weight:
+                mask_gen = torch.Generator(device=device).manual_seed(seed_of(cfg.seed, step, rank, 19))
+                masks = [random_patch_masks(c.shape[0], grid, tuple(cfg.mask_ratio), cfg.mask_prob, mask_gen, device)
+                         for c in crops[:n_global]]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 with torch.no_grad():
-                    teacher_out = teacher(crops[:n_global])
-                student_out = student_ddp(crops)
+                    teacher_out = teacher(teacher_crops, patch_views=n_global if patch_weight else 0)
+                student_out = student_ddp(crops, masks, patch_views=n_global if patch_weight else 0)
+            if patch_weight:
+                (teacher_out, teacher_patch), (student_out, student_patch) = teacher_out, student_out
             loss = dino_loss(student_out, teacher_out, center, n_global, cfg.student_temp, float(temp_sched[epoch]))
+            if patch_weight:
+                patch_loss = masked_patch_loss(student_patch, teacher_patch, torch.cat(masks), center_patch,
+                                               cfg.student_temp, float(temp_sched[epoch]))
+                loss = loss + patch_weight * patch_loss
             if not math.isfinite(loss.item()):
                 raise NbsegError(f"DINO loss is {loss.item()} at step {step}: lower blr or raise clip_grad; the "
                                  f"last good checkpoint is {ckpt_path}")
@@ -300,6 +382,12 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
                 dist.all_reduce(batch_mean)
                 batch_mean /= world
             center = updated_center(center, teacher_out, cfg.center_momentum, batch_mean)
+            if patch_weight:
+                patch_mean = teacher_patch.float().flatten(0, 1).mean(dim=0, keepdim=True)
+                if world > 1:
+                    dist.all_reduce(patch_mean)
+                    patch_mean /= world
+                center_patch = updated_center(center_patch, teacher_patch, cfg.center_momentum, patch_mean)
             step += 1
             loss_value = loss.item()
             seconds = elapsed_before + time.perf_counter() - t_start
@@ -308,10 +396,11 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
                             mom=f"{mom_sched[step - 1]:.4f}", epoch=epoch)
             if step % cfg.log_every == 0 or step == stop_step:
                 rows.append({"step": step, "epoch": epoch, "loss": f"{loss_value:.6f}",
+                             "patch_loss": f"{patch_loss.item():.6f}" if patch_weight else "",
                              "lr": f"{lr_sched[step - 1]:.6g}", "weight_decay": f"{wd_sched[step - 1]:.6g}",
                              "momentum": f"{mom_sched[step - 1]:.6g}", "teacher_temp": f"{temp_sched[epoch]:.4g}",
                              "seconds": f"{seconds:.1f}"})
-            if step % cfg.checkpoint_every == 0 or step % batches_per_epoch == 0 or step == stop_step:
+            if step % cfg.checkpoint_every == 0 or step == stop_step:
                 save_checkpoint(step, seconds)
     bar.close()
     seconds = elapsed_before + time.perf_counter() - t_start
@@ -324,8 +413,12 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
             save_figure(fig, run_dir / "loss_curve.png")
     if world > 1:
         dist.barrier()
-    return {"steps": step, "total_steps": total_steps, "loss": loss_value, "seconds": seconds,
-            "run_dir": str(run_dir), "finished": step >= total_steps}
+    summary = {"steps": step, "total_steps": total_steps, "loss": loss_value, "seconds": seconds,
+               "run_dir": str(run_dir), "finished": step >= total_steps}
+    if device.type == "cuda":
+        summary["max_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+        summary["device_name"] = torch.cuda.get_device_name(device)
+    return summary
 
 
 _MEAN = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
