@@ -18,14 +18,15 @@ def test_dino_loss_by_hand():
     # uniform student: the cross-entropy is log K whatever the teacher says
     s = torch.zeros(4 * 2, K)
     t = torch.randn(2 * 2, K)
-    assert dino.dino_loss(s, t, torch.zeros(1, K), 2, 0.1, 0.04).item() == pytest.approx(math.log(K), rel=1e-6)
+    t_p = dino.centered_teacher_probs(t, torch.zeros(1, K), 0.04)
+    assert dino.dino_loss(s, t_p, 2, 0.1).item() == pytest.approx(math.log(K), rel=1e-6)
     # a confident teacher and a student that agrees only on the other global view
     t = torch.tensor([[10.0, 0, 0], [10.0, 0, 0]])          # 1 image, 2 global views, both say class 0
     s = torch.tensor([[0.0, 0, 0], [math.log(4), 0, 0], [0.0, 0, 0]])  # views: g1, g2, local (B=1, V=3)
     p = torch.tensor([4 / 6, 1 / 6, 1 / 6])
     # pairs: (t0,s1), (t0,s2), (t1,s0), (t1,s2) with student_temp 1, teacher_temp tiny -> one-hot teacher
     expected = (-math.log(p[0]) - math.log(1 / 3) - math.log(1 / 3) - math.log(1 / 3)) / 4
-    got = dino.dino_loss(s, t, torch.zeros(1, 3), 2, 1.0, 1e-3).item()
+    got = dino.dino_loss(s, dino.centered_teacher_probs(t, torch.zeros(1, 3), 1e-3), 2, 1.0).item()
     assert got == pytest.approx(expected, rel=1e-5)
 
 

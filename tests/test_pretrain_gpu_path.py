@@ -84,14 +84,15 @@ def test_masked_patch_loss_by_hand():
     student = torch.zeros(1, 2, K)                          # uniform student: each term is log K
     teacher = torch.randn(1, 2, K)
     masks = torch.tensor([[True, False]])
-    loss = dino.masked_patch_loss(student, teacher, masks, torch.zeros(1, K), 0.1, 0.04)
+    loss = dino.masked_patch_loss(student, dino.centered_teacher_probs(teacher, torch.zeros(1, K), 0.04), masks, 0.1)
     assert loss.item() == pytest.approx(math.log(K), rel=1e-6)
     # only masked patches count: a perfect prediction on the masked patch, a bad one elsewhere
     teacher = torch.tensor([[[10.0, 0, 0], [0, 10.0, 0]]])
     student = torch.tensor([[[50.0, 0, 0], [50.0, 0, 0]]])
-    loss = dino.masked_patch_loss(student, teacher, masks, torch.zeros(1, K), 1.0, 1e-3)
+    one_hot = dino.centered_teacher_probs(teacher, torch.zeros(1, K), 1e-3)
+    loss = dino.masked_patch_loss(student, one_hot, masks, 1.0)
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
-    none = dino.masked_patch_loss(student, teacher, torch.zeros(1, 2, dtype=torch.bool), torch.zeros(1, K), 1.0, 1e-3)
+    none = dino.masked_patch_loss(student, one_hot, torch.zeros(1, 2, dtype=torch.bool), 1.0)
     assert none.item() == 0.0
 
 
@@ -122,19 +123,26 @@ def test_unmasked_tokens_equal_the_backbone_forward(tiny_world):
     assert not torch.allclose(masked, tokens)
 
 
-def test_device_augmented_patch_loss_run_resumes_exactly(tiny_world, tmp_path):
-    full = pretrain(tiny_cfg(tiny_world), tmp_path / "full", progress=False)
-    assert full["finished"] and full["steps"] == 4
-    pretrain(tiny_cfg(tiny_world, max_steps=3), tmp_path / "resumed", progress=False)
-    pretrain(tiny_cfg(tiny_world), tmp_path / "resumed", progress=False)
+def run_stopped_and_resumed(root, tmp_path, **cfg):
+    """A tiny run to the end, and the same run stopped after 3 of its 4 steps and resumed; asserts that both end
+    with the same teacher and returns (the full run's checkpoint, its log columns)."""
+    full = pretrain(tiny_cfg(root, **cfg), tmp_path / "full", progress=False)
+    assert full["finished"] and full["steps"] == 4 and math.isfinite(full["loss"])
+    pretrain(tiny_cfg(root, max_steps=3, **cfg), tmp_path / "resumed", progress=False)
+    pretrain(tiny_cfg(root, **cfg), tmp_path / "resumed", progress=False)
     a = torch.load(tmp_path / "full/checkpoint.pt", weights_only=False)
     b = torch.load(tmp_path / "resumed/checkpoint.pt", weights_only=False)
     for key in a["teacher"]:
         assert torch.equal(a["teacher"][key], b["teacher"][key]), key
-    assert torch.equal(a["center_patch"], b["center_patch"]) and a["center_patch"].abs().sum() > 0
-    rows = (tmp_path / "full/log.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    assert all(float(r.split(",")[header.index("patch_loss")]) > 0 for r in rows[1:])
+    assert torch.equal(a["center_patch"], b["center_patch"])
+    header, *rows = [r.split(",") for r in (tmp_path / "full/log.csv").read_text().splitlines()]
+    return a, {name: [r[i] for r in rows] for i, name in enumerate(header)}
+
+
+def test_device_augmented_patch_loss_run_resumes_exactly(tiny_world, tmp_path):
+    a, log = run_stopped_and_resumed(tiny_world, tmp_path)
+    assert a["center_patch"].abs().sum() > 0
+    assert all(float(v) > 0 for v in log["patch_loss"])
     # DINO as published (no patch loss) with device-side views differs from the patch-loss run
     plain = pretrain(tiny_cfg(tiny_world, patch_loss_weight=0.0), tmp_path / "plain", progress=False)
     assert plain["finished"]
@@ -167,3 +175,155 @@ def test_teacher_recolour_run_and_its_config_check(tiny_world, tmp_path):
     assert out["finished"] and math.isfinite(out["loss"])
     with pytest.raises(ConfigError, match="augment_on=device"):
         tiny_cfg(tiny_world, teacher_recolour=True, augment_on="cpu").validate()
+
+
+def test_corresponding_positions_read_the_same_image_point():
+    # An image whose pixels hold their own (x, y) coordinates: the value under token j of crop a must equal the
+    # value of crop b read at corresponding_positions(a, b)[j], wherever that point lies inside b.
+    gen = torch.Generator().manual_seed(3)
+    B, H = 16, 48
+    theta_a = ba.random_crop_thetas(B, (0.2, 1.0), gen, "cpu")
+    theta_b = ba.random_crop_thetas(B, (0.2, 1.0), gen, "cpu")
+    line = (2 * torch.arange(H) + 1) / H - 1
+    yy, xx = torch.meshgrid(line, line, indexing="ij")
+    coords = torch.stack([xx, yy]).expand(B, 2, H, H)
+    F = torch.nn.functional
+    view_a = F.grid_sample(coords, F.affine_grid(theta_a, [B, 2, 6, 6], align_corners=False), align_corners=False)
+    view_b = F.grid_sample(coords, F.affine_grid(theta_b, [B, 2, 24, 24], align_corners=False), align_corners=False)
+    pos, inside = ba.corresponding_positions(theta_a, theta_b, (6, 6))
+    read = F.grid_sample(view_b, pos, align_corners=False)
+    assert pos.shape == (B, 6, 6, 2) and 0.1 < inside.float().mean() < 1.0
+    # away from the outer half pixel of view b and of the image, where bilinear sampling pads
+    interior = inside & (pos.abs() <= 1 - 1 / 24).all(-1) & (view_a.abs() <= 1 - 1 / H).all(1)
+    assert interior.float().mean() > 0.3
+    torch.testing.assert_close(read.permute(0, 2, 3, 1)[interior], view_a.permute(0, 2, 3, 1)[interior])
+    # a crop maps onto itself: every token centre is its own position and inside
+    same, all_inside = ba.corresponding_positions(theta_a, theta_a, (6, 6))
+    assert all_inside.all()
+    centres = (2 * torch.arange(6) + 1) / 6 - 1
+    torch.testing.assert_close(same[0, :, :, 0], centres.expand(6, 6))
+
+
+def test_cross_view_patch_loss_by_hand():
+    K, B, h, w = 5, 1, 2, 2
+    gen = torch.Generator().manual_seed(0)
+    student = torch.randn(2 * B, h * w, K, generator=gen)
+    teacher = torch.randn(2 * B, h * w, K, generator=gen)
+    # view 1 is view 0 flipped left-right: token (i, j) of one is token (i, w - 1 - j) of the other
+    centres = torch.tensor([-0.5, 0.5])
+    yy, xx = torch.meshgrid(centres, centres, indexing="ij")
+    flipped = torch.stack([-xx, yy], dim=-1).view(1, h, w, 2)
+    positions = flipped.expand(2, 2, B, h, w, 2).clone()
+    inside = torch.ones(2, 2, B, h, w, dtype=torch.bool)
+    inside[0, 1, 0, 0, 0] = False                       # one token of view 0 falls outside view 1
+    targets = dino.centered_teacher_probs(teacher, torch.zeros(1, K), 0.04)
+    loss = dino.cross_view_patch_loss(student, targets, positions, inside, 0.1)
+
+    p_t = torch.softmax(teacher / 0.04, -1).view(2, h, w, K).flip(2).view(2, h * w, K)
+    logp_s = torch.log_softmax(student / 0.1, -1)
+    ce = -(p_t.flip(0) * logp_s).sum(-1)                  # student view a against the teacher's view b = 1 - a
+    expected = (ce[0, 1:].mean() + ce[1].mean()) / 2
+    torch.testing.assert_close(loss, expected)
+
+
+def test_cross_view_sinkhorn_colour_lut_run_resumes_exactly(tiny_world, tmp_path):
+    from nbseg.errors import ConfigError
+
+    cfg = dict(patch_loss_weight=0.0, cross_view_loss_weight=1.0, teacher_targets="sinkhorn", colour_lut_p=0.5)
+    a, log = run_stopped_and_resumed(tiny_world, tmp_path, **cfg)
+    assert "mask_token" not in " ".join(a["teacher"]) and a["center_patch"].abs().sum() > 0
+    assert all(float(v) > 0 for v in log["cross_view_loss"]) and not any(log["patch_loss"])
+    with pytest.raises(ConfigError, match="augment_on=device"):
+        tiny_cfg(tiny_world, augment_on="cpu", **cfg).validate()
+
+
+def test_sinkhorn_knopp_targets_are_balanced_and_follow_the_logits():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 8, generator=gen)
+    logits[:, 0] += 3.0                                    # prototype 0 dominates every sample's softmax
+    q = dino.sinkhorn_knopp_teacher_probs(logits, 0.5, n_iters=50)
+    torch.testing.assert_close(q.sum(dim=1), torch.ones(64))
+    torch.testing.assert_close(q.mean(dim=0), torch.full((8,), 1 / 8), atol=1e-3, rtol=0)   # equipartition
+    soft = torch.softmax(logits / 0.5, dim=1)
+    assert soft.mean(dim=0)[0] > 0.5                        # centering-free softmax would pile onto prototype 0
+    # Q is exp(logits / tau) rescaled by one factor per prototype and one per sample: log Q - logits / tau is
+    # a sum of a row and a column term (so within a sample, prototypes keep the order of their rescaled logits)
+    d = torch.log(q) - logits / 0.5
+    interaction = d - d.mean(dim=0, keepdim=True) - d.mean(dim=1, keepdim=True) + d.mean()
+    assert interaction.abs().max() < 1e-3
+    # teacher_probs applies it over all leading dimensions (every patch of every image at once)
+    patches = torch.randn(4, 16, 8, generator=gen)
+    out = dino.teacher_probs(patches, "sinkhorn", torch.zeros(1, 8), 0.5)
+    torch.testing.assert_close(out, dino.sinkhorn_knopp_teacher_probs(patches.view(64, 8), 0.5).view(4, 16, 8))
+    with pytest.raises(ValueError, match="sinkhorn"):
+        dino.teacher_probs(patches, "softmax", torch.zeros(1, 8), 0.5)
+
+
+def test_random_colour_lut_is_a_per_image_function_of_colour():
+    gen = torch.Generator().manual_seed(0)
+    n = 500
+    red, blue = torch.tensor([0.85, 0.2, 0.2]), torch.tensor([0.2, 0.4, 0.85])
+    stripes = (torch.arange(8) % 2 == 0).view(1, 1, 1, 8)              # a two-colour pattern
+    x = torch.where(stripes, red.view(1, 3, 1, 1), blue.view(1, 3, 1, 1)).expand(n, 3, 4, 8).contiguous()
+    apply = torch.arange(n) % 5 != 0
+    y = ba.random_colour_lut(x, apply, 4, gen)
+    assert torch.equal(y[~apply], x[~apply]) and 0 <= y.min() and y.max() <= 1
+    # a function of colour: equal input colours stay equal, so the pattern survives
+    assert torch.allclose(y[:, :, :, 0::2], y[:, :, :, :1].expand(-1, -1, -1, 4))
+    assert torch.allclose(y[:, :, :, 1::2], y[:, :, :, 1:2].expand(-1, -1, -1, 4))
+    # ... while the two colours are redrawn independently: their new values are uncorrelated over images
+    a, b = y[apply][:, 0, 0, 0], y[apply][:, 0, 0, 1]
+    corr = torch.corrcoef(torch.stack([a, b]))[0, 1]
+    assert abs(corr) < 0.2 and a.std() > 0.1
+
+
+def test_colour_lut_views_and_its_config_check(tiny_world):
+    from nbseg.errors import ConfigError
+
+    aug = ba.BatchedMultiCrop(MultiCropConfig(global_size=16, local_size=8, n_local=1, colour_lut_p=1.0))
+    img = torch.rand(4, 3, 32, 32)
+    views = aug(img, torch.Generator().manual_seed(0))
+    plain = ba.BatchedMultiCrop(MultiCropConfig(global_size=16, local_size=8, n_local=1))(
+        img, torch.Generator().manual_seed(0))
+    assert [v.shape for v in views] == [v.shape for v in plain] and not torch.allclose(views[0], plain[0])
+    with pytest.raises(ConfigError, match="augment_on=device"):
+        tiny_cfg(tiny_world, augment_on="cpu", patch_loss_weight=0.0, colour_lut_p=0.5).validate()
+
+
+def _identity_pairs(B, h, w):
+    """positions/inside for two views that are the same crop: every token corresponds to itself."""
+    ys = (2 * torch.arange(h) + 1) / h - 1
+    xs = (2 * torch.arange(w) + 1) / w - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)
+    return grid.expand(2, 2, B, h, w, 2).clone(), torch.ones(2, 2, B, h, w, dtype=torch.bool)
+
+
+def test_dense_info_nce_counts_only_other_images_as_negatives():
+    B, h, w, D = 3, 2, 2, 8
+    positions, inside = _identity_pairs(B, h, w)
+    constant = torch.nn.functional.normalize(torch.ones(2 * B, h * w, D), dim=-1)
+    # a constant embedding: the positive and the 2 * 4 other images' tokens tie -> log 9 (same-image tokens excluded)
+    loss = dino.dense_info_nce_loss(constant, constant, positions, inside, 0.2)
+    assert loss.item() == pytest.approx(math.log(9), rel=1e-5)
+    # embeddings that tell images apart but not tokens within an image are already perfect
+    per_image = torch.nn.functional.normalize(torch.eye(D)[:B], dim=-1).repeat(2, 1).unsqueeze(1).expand(-1, h * w, D)
+    assert dino.dense_info_nce_loss(per_image, per_image, positions, inside, 0.05).item() < 1e-3
+    # by hand for one pair of views with one valid token per image
+    gen = torch.Generator().manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(2 * B, h * w, D, generator=gen), dim=-1)
+    k = torch.nn.functional.normalize(torch.randn(2 * B, h * w, D, generator=gen), dim=-1)
+    only = torch.zeros_like(inside)
+    only[:, :, :, 0, 0] = True
+    got = dino.dense_info_nce_loss(q, k, positions, only, 0.5)
+    expected = 0.0
+    for a, b in ((0, 1), (1, 0)):
+        qa, kb = q.view(2, B, h * w, D)[a, :, 0], k.view(2, B, h * w, D)[b, :, 0]
+        expected += torch.nn.functional.cross_entropy(qa @ kb.t() / 0.5, torch.arange(B)) / 2
+    torch.testing.assert_close(got, expected)
+
+
+def test_dense_contrastive_run_resumes_exactly(tiny_world, tmp_path):
+    cfg = dict(patch_loss_weight=0.0, cross_view_loss_weight=1.0, dense_contrastive_weight=1.0,
+               contrastive_max_queries=8)
+    _, log = run_stopped_and_resumed(tiny_world, tmp_path, **cfg)
+    assert all(float(v) > 0 for v in log["contrastive_loss"]) and all(float(v) > 0 for v in log["cross_view_loss"])

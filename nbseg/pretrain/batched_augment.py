@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 from nbseg.pretrain.dino import MultiCropConfig
 
-__all__ = ["BatchedMultiCrop", "random_crop_grids", "rgb_to_hsv", "hsv_to_rgb", "colour_jitter_",
-           "gaussian_blur_per_sample", "grayscale"]
+__all__ = ["BatchedMultiCrop", "random_crop_thetas", "random_crop_grids", "rgb_to_hsv", "hsv_to_rgb", "colour_jitter_",
+           "gaussian_blur_per_sample", "grayscale", "corresponding_positions", "random_colour_lut"]
 
 _LUMA = (0.299, 0.587, 0.114)            # ITU-R 601 weights, as torchvision's rgb_to_grayscale
 
@@ -36,13 +36,13 @@ def _rand(n: int, gen: torch.Generator, device, lo: float = 0.0, hi: float = 1.0
     return lo + (hi - lo) * torch.rand(n, generator=gen, device=device)
 
 
-def random_crop_grids(batch: int, out_size: int, scale: tuple[float, float], gen: torch.Generator, device,
-                      ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_p: float = 0.5) -> torch.Tensor:
-    """Sampling grids of random resized crops (with random horizontal flips) for ``F.grid_sample``.
+def random_crop_thetas(batch: int, scale: tuple[float, float], gen: torch.Generator, device,
+                       ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_p: float = 0.5) -> torch.Tensor:
+    """Affine maps (B, 2, 3) of random resized crops (with random horizontal flips): a point ``x`` of the crop,
+    in normalised coordinates [-1, 1], lies at ``theta[:, :, :2] x + theta[:, :, 2]`` in the image.
 
     Each crop covers a fraction ``a ~ U(scale)`` of the image area with aspect ``r`` log-uniform in ``ratio``:
     width ``sqrt(a r)``, height ``sqrt(a / r)`` in units of the image side, clamped to 1, at a uniform position.
-    Returns (B, out_size, out_size, 2) normalised coordinates (``align_corners=False``).
     """
     area = _rand(batch, gen, device, *scale)
     log_r = _rand(batch, gen, device, math.log(ratio[0]), math.log(ratio[1]))
@@ -56,7 +56,42 @@ def random_crop_grids(batch: int, out_size: int, scale: tuple[float, float], gen
     theta[:, 0, 2] = cx
     theta[:, 1, 1] = h
     theta[:, 1, 2] = cy
+    return theta
+
+
+def random_crop_grids(batch: int, out_size: int, scale: tuple[float, float], gen: torch.Generator, device,
+                      ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_p: float = 0.5) -> torch.Tensor:
+    """Sampling grids (B, out_size, out_size, 2) of :func:`random_crop_thetas` crops for ``F.grid_sample``
+    (normalised coordinates, ``align_corners=False``)."""
+    theta = random_crop_thetas(batch, scale, gen, device, ratio, flip_p)
     return F.affine_grid(theta, [batch, 3, out_size, out_size], align_corners=False)
+
+
+def corresponding_positions(theta_from: torch.Tensor, theta_to: torch.Tensor, grid: tuple[int, int]
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the token centres of one crop lie in another crop of the same image.
+
+    Token ``(i, j)`` of an ``h x w`` grid has its centre at ``x = ((2 j + 1) / w - 1, (2 i + 1) / h - 1)`` in the
+    crop ``from``; in the image that is ``s = A_from x + t_from`` and in the crop ``to`` it is
+    ``A_to^{-1} (s - t_to)`` (``theta = [A | t]``, as :func:`random_crop_thetas`).
+
+    Args:
+        theta_from, theta_to: (B, 2, 3) crop maps of the same images.
+        grid: (h, w) token grid of crop ``from``.
+    Returns:
+        positions (B, h, w, 2) in ``to``'s normalised (x, y) coordinates, ready for ``F.grid_sample``, and
+        inside (B, h, w) bool: the centre lies within crop ``to``.
+    """
+    h, w = grid
+    dev, dtype = theta_from.device, theta_from.dtype
+    ys = (2 * torch.arange(h, device=dev, dtype=dtype) + 1) / h - 1
+    xs = (2 * torch.arange(w, device=dev, dtype=dtype) + 1) / w - 1
+    centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).view(1, h * w, 2)     # (1, N, (x, y))
+    in_image = centres @ theta_from[:, :, :2].transpose(1, 2) + theta_from[:, None, :, 2]        # (B, N, 2)
+    inv_a = torch.linalg.inv(theta_to[:, :, :2])
+    in_to = (in_image - theta_to[:, None, :, 2]) @ inv_a.transpose(1, 2)
+    inside = (in_to.abs() <= 1).all(dim=-1)
+    return in_to.view(-1, h, w, 2), inside.view(-1, h, w)
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
@@ -115,6 +150,23 @@ def colour_jitter_(x: torch.Tensor, apply: torch.Tensor, strength: float, hue: f
     return torch.where(apply.view(B, 1, 1, 1), out, x)
 
 
+def random_colour_lut(x: torch.Tensor, apply: torch.Tensor, lut_size: int, gen: torch.Generator) -> torch.Tensor:
+    """Recolour each image where ``apply`` (B,) is true by its own random smooth colour map ``f: [0,1]^3 -> [0,1]^3``:
+    a ``lut_size^3`` look-up table of uniform random colours, read by trilinear interpolation (nbseg's
+    augmentation for worlds whose colours carry no class, like the embedded one; not in DINO).
+
+    Unlike colour jitter, which moves every colour of an image the same way, colours more than a lattice cell apart
+    are mapped independently, so two views of one region share its pattern but not its colours.
+    (B, 3, H, W) in [0, 1] -> same shape.
+    """
+    B, dev = x.shape[0], x.device
+    lut = torch.rand(B, 3, lut_size, lut_size, lut_size, generator=gen, device=dev, dtype=x.dtype)
+    # grid_sample's 3-D grid reads (x, y, z) as (W, H, D) of the table: index the table by (R, G, B) -> (D, H, W)
+    coords = x.permute(0, 2, 3, 1).flip(-1).unsqueeze(1) * 2 - 1                 # (B, 1, H, W, 3) as (b, g, r)
+    out = F.grid_sample(lut, coords.clamp(-1, 1), mode="bilinear", padding_mode="border", align_corners=True)
+    return torch.where(apply.view(B, 1, 1, 1), out[:, :, 0], x)
+
+
 def gaussian_blur_per_sample(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Separable Gaussian blur with one ``sigma`` per image (B,); ``sigma <= 0`` leaves the image unchanged.
 
@@ -146,6 +198,8 @@ class BatchedMultiCrop:
     def _photometric(self, x: torch.Tensor, blur_p: float, solarize_p: float, gen: torch.Generator) -> torch.Tensor:
         cfg = self.cfg
         B, dev, size = x.shape[0], x.device, x.shape[-1]
+        if cfg.colour_lut_p > 0:             # drawn only when asked, so other runs keep their random streams
+            x = random_colour_lut(x, _rand(B, gen, dev) < cfg.colour_lut_p, cfg.colour_lut_size, gen)
         x = colour_jitter_(x, _rand(B, gen, dev) < 0.8, cfg.colour_jitter, cfg.hue, gen)
         gray = (_rand(B, gen, dev) < cfg.grayscale_p).view(B, 1, 1, 1)
         x = torch.where(gray, grayscale(x).expand_as(x), x)
@@ -156,14 +210,16 @@ class BatchedMultiCrop:
         x = torch.where(solar & (x >= 0.5), 1 - x, x)
         return x.clamp(0, 1)
 
-    def __call__(self, images: torch.Tensor, gen: torch.Generator, recolour_globals: bool = False
-                 ) -> list[torch.Tensor]:
+    def __call__(self, images: torch.Tensor, gen: torch.Generator, recolour_globals: bool = False,
+                 return_thetas: bool = False):
         """Views: 2 global, ``n_local`` local and, with ``recolour_globals``, 2 more: the same two global crops
-        with a new photometric draw (for a teacher whose targets must not depend on the student's colours)."""
+        with a new photometric draw (for a teacher whose targets must not depend on the student's colours).
+        With ``return_thetas`` also the two global crops' (B, 2, 3) maps (:func:`random_crop_thetas`)."""
         cfg = self.cfg
         B, dev = images.shape[0], images.device
-        crops = [F.grid_sample(images, random_crop_grids(B, cfg.global_size, cfg.global_scale, gen, dev),
-                               mode="bilinear", padding_mode="border", align_corners=False) for _ in range(2)]
+        thetas = [random_crop_thetas(B, cfg.global_scale, gen, dev) for _ in range(2)]
+        crops = [F.grid_sample(images, F.affine_grid(t, [B, 3, cfg.global_size, cfg.global_size], align_corners=False),
+                               mode="bilinear", padding_mode="border", align_corners=False) for t in thetas]
         probs = [(1.0, 0.0), (0.1, 0.2)]
         views = [self._photometric(c, *p, gen) for c, p in zip(crops, probs)]
         for _ in range(cfg.n_local):
@@ -172,4 +228,4 @@ class BatchedMultiCrop:
             views.append(self._photometric(crop, 0.5, 0.0, gen))
         if recolour_globals:
             views += [self._photometric(c, *p, gen) for c, p in zip(crops, probs)]
-        return views
+        return (views, thetas) if return_thetas else views

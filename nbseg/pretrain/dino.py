@@ -2,8 +2,10 @@
 
 The pieces of the method as pure functions and small modules, each named after what it computes:
 
-* :func:`dino_loss` - cross-entropy between the centred, sharpened teacher distribution of each global view and the
+* :func:`dino_loss` - cross-entropy between the teacher's target distribution of each global view and the
   student distribution of every *other* view (paper Eq. 2 and Algorithm 1).
+* :func:`teacher_probs` - the targets: centred and sharpened (:func:`centered_teacher_probs`, DINO) or balanced by
+  Sinkhorn-Knopp (:func:`sinkhorn_knopp_teacher_probs`, SwAV / DINOv2), by a config switch.
 * :func:`updated_center` - the EMA of the teacher's batch mean output that prevents collapse (centering).
 * :func:`cosine_schedule` - DINO's per-iteration cosine schedule with linear warm-up (lr, weight decay, momentum);
   it lives in :mod:`nbseg.train.schedules`, shared with every method's training loop.
@@ -23,40 +25,92 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from nbseg.train.schedules import cosine_schedule
 
-__all__ = ["dino_loss", "updated_center", "cosine_schedule", "teacher_temperature_schedule", "ema_update_",
-           "clip_gradients_", "DINOHead", "StudentTeacherNet", "masked_patch_loss", "random_patch_masks", "MultiCropConfig", "MultiCropAugmentation",
-           "random_resized_crop_box"]
+__all__ = ["dino_loss", "centered_teacher_probs", "sinkhorn_knopp_teacher_probs", "teacher_probs", "updated_center", "cosine_schedule", "teacher_temperature_schedule", "ema_update_",
+           "clip_gradients_", "DINOHead", "StudentTeacherNet", "masked_patch_loss", "cross_view_patch_loss", "dense_info_nce_loss",
+           "random_patch_masks", "MultiCropConfig", "MultiCropAugmentation", "random_resized_crop_box"]
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Loss and centering
 # ----------------------------------------------------------------------------------------------------------
 
-def dino_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, center: torch.Tensor,
-              n_global: int, student_temp: float, teacher_temp: float) -> torch.Tensor:
+def centered_teacher_probs(teacher_logits: torch.Tensor, center: torch.Tensor, teacher_temp: float
+                           ) -> torch.Tensor:
+    """DINO's teacher targets (Sec. 3.1, centering and sharpening): ``P_t = softmax((g_t(x) - C) / tau_t)``.
+
+    Args: teacher_logits (..., K); center (1, K). Returns (..., K) probabilities, without gradient."""
+    return F.softmax((teacher_logits.float() - center) / teacher_temp, dim=-1).detach()
+
+
+@torch.no_grad()
+def sinkhorn_knopp_teacher_probs(teacher_logits: torch.Tensor, teacher_temp: float, n_iters: int = 3,
+                                 distributed: bool = False) -> torch.Tensor:
+    """Teacher targets by Sinkhorn-Knopp normalisation (SwAV, Caron et al. 2020; used by DINOv2 in place of
+    centering): the assignment matrix ``Q = exp(g_t(x) / tau_t)`` (B x K) is alternately rescaled so that every
+    prototype receives mass 1/K and every sample 1/B; the rows of ``B Q`` are the targets.
+
+    Equipartition forbids the uniform and the one-prototype collapse outright, which the EMA center only
+    discourages. With ``distributed`` the sums run over every process's samples (B = the global batch).
+
+    Args: teacher_logits (B, K). Returns (B, K) probabilities (each row sums to 1).
+    """
+    logits = teacher_logits.float() / teacher_temp
+    q = torch.exp(logits - logits.max()).t()                                     # (K, B)
+    n_samples = torch.tensor(q.shape[1], device=q.device, dtype=q.dtype)
+    reduce = distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if reduce:
+        dist.all_reduce(n_samples)
+    K = q.shape[0]
+
+    def total(x):
+        if reduce:
+            dist.all_reduce(x)
+        return x
+
+    q = q / total(q.sum())
+    for _ in range(n_iters):
+        q = q / total(q.sum(dim=1, keepdim=True)) / K                           # each prototype: mass 1/K
+        q = q / q.sum(dim=0, keepdim=True) / n_samples                          # each sample: mass 1/B
+    return (q * n_samples).t()
+
+
+def teacher_probs(teacher_logits: torch.Tensor, rule: str, center: torch.Tensor, teacher_temp: float,
+                  distributed: bool = False) -> torch.Tensor:
+    """The teacher's targets for (..., K) logits by ``rule``: ``center`` (DINO) or ``sinkhorn`` (SwAV / DINOv2;
+    over all leading dimensions at once, e.g. every patch of the batch)."""
+    if rule == "center":
+        return centered_teacher_probs(teacher_logits, center, teacher_temp)
+    if rule == "sinkhorn":
+        flat = teacher_logits.reshape(-1, teacher_logits.shape[-1])
+        return sinkhorn_knopp_teacher_probs(flat, teacher_temp, distributed=distributed).view(teacher_logits.shape)
+    raise ValueError(f"unknown teacher target rule {rule!r}: use 'center' or 'sinkhorn'")
+
+
+def dino_loss(student_logits: torch.Tensor, teacher_p: torch.Tensor, n_global: int, student_temp: float
+              ) -> torch.Tensor:
     """DINO's multi-crop distillation loss (Eq. 2, Algorithm 1).
 
-    ``P_t = softmax((g_t(x) - C) / tau_t)`` for each global view, ``P_s = softmax(g_s(x') / tau_s)`` for each view,
-    and ``L = mean over pairs (x in globals, x' in all views, x' != x) of  -sum_k P_t[k] log P_s[k]``, averaged over
-    the batch.
+    ``P_s = softmax(g_s(x') / tau_s)`` for each view and ``L = mean over pairs (x in globals, x' in all views,
+    x' != x) of  -sum_k P_t(x)[k] log P_s(x')[k]``, averaged over the batch, where ``P_t`` are the teacher's
+    targets (:func:`teacher_probs`: centred and sharpened, or Sinkhorn-Knopp).
 
     Args:
         student_logits: (V * B, K) head outputs for V views, grouped view-major (all of view 0 first).
-        teacher_logits: (n_global * B, K) teacher outputs for the global views (no gradient).
-        center: (1, K) running center C.
+        teacher_p: (n_global * B, K) teacher targets for the global views (no gradient).
         n_global: number of global views (the first ``n_global`` student views are the same images).
     Returns:
         scalar loss.
     """
-    n_views = student_logits.shape[0] // (teacher_logits.shape[0] // n_global)
+    n_views = student_logits.shape[0] // (teacher_p.shape[0] // n_global)
     student_logp = F.log_softmax(student_logits.float() / student_temp, dim=-1).chunk(n_views)
-    teacher_p = F.softmax((teacher_logits.float() - center) / teacher_temp, dim=-1).detach().chunk(n_global)
+    teacher_p = teacher_p.detach().chunk(n_global)
     total, n_pairs = student_logits.new_zeros((), dtype=torch.float32), 0
     for t_idx, p_t in enumerate(teacher_p):
         for s_idx, logp_s in enumerate(student_logp):
@@ -67,28 +121,130 @@ def dino_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, center
     return total / n_pairs
 
 
-def masked_patch_loss(student_patch_logits: torch.Tensor, teacher_patch_logits: torch.Tensor,
-                      masks: torch.Tensor, center: torch.Tensor, student_temp: float, teacher_temp: float
-                      ) -> torch.Tensor:
+def masked_patch_loss(student_patch_logits: torch.Tensor, teacher_patch_p: torch.Tensor, masks: torch.Tensor,
+                      student_temp: float) -> torch.Tensor:
     """iBOT's masked-image-modelling loss (Zhou et al., ICLR 2022, Eq. 2 with a shared head): self-distillation
     on the *patch* tokens that the student saw masked, against the teacher's tokens of the unmasked view.
 
-    ``P_t[j] = softmax((g_t(x)_j - C_p) / tau_t)``, ``P_s[j] = softmax(g_s(x~)_j / tau_s)`` for patch ``j``, and
+    ``P_t[j]`` the teacher's target for patch ``j`` (:func:`teacher_probs`, e.g. ``softmax((g_t(x)_j - C_p) /
+    tau_t)``), ``P_s[j] = softmax(g_s(x~)_j / tau_s)``, and
     ``L = mean over images b of  sum_{j in M_b} -P_t[j] . log P_s[j] / max(|M_b|, 1)``, over the global views.
 
     Args:
         student_patch_logits: (G * B, N, K) head outputs of the student's (masked) global views' patch tokens.
-        teacher_patch_logits: (G * B, N, K) teacher outputs of the same views, unmasked (no gradient).
+        teacher_patch_p: (G * B, N, K) teacher targets of the same views, unmasked (no gradient).
         masks: (G * B, N) bool, true where the student's patch was replaced by the mask token.
-        center: (1, K) running center of the teacher's patch outputs.
     Returns:
         scalar loss (0 where nothing is masked).
     """
     logp_s = F.log_softmax(student_patch_logits.float() / student_temp, dim=-1)
-    p_t = F.softmax((teacher_patch_logits.float() - center) / teacher_temp, dim=-1).detach()
+    p_t = teacher_patch_p.detach()
     per_patch = torch.sum(-p_t * logp_s, dim=-1)                                  # (G * B, N)
     m = masks.to(per_patch.dtype)
     return (torch.sum(per_patch * m, dim=-1) / m.sum(dim=-1).clamp(min=1.0)).mean()
+
+
+def corresponding_tokens(tokens: torch.Tensor, positions: torch.Tensor, grid: tuple[int, int]):
+    """For each ordered pair (a, b) of distinct views, view b's per-token vectors read at the image points of
+    view a's tokens: ``bilinear(tokens^b, pos_{a -> b}(j))``.
+
+    Args:
+        tokens: (G * B, h * w, C) per-token vectors (probabilities, embeddings), view-major.
+        positions: (G, G, B, h, w, 2), as :func:`cross_view_patch_loss` takes them.
+        grid: (h, w).
+    Yields:
+        (a, b, read) with read (B, h * w, C): row j is view b's vector under view a's token j.
+    """
+    G, B = positions.shape[0], positions.shape[2]
+    h, w = grid
+    maps = tokens.reshape(G, B, h, w, -1).permute(0, 1, 4, 2, 3)                     # (G, B, C, h, w)
+    for a in range(G):
+        for b in range(G):
+            if a != b:
+                read = F.grid_sample(maps[b], positions[a, b].to(maps.dtype), mode="bilinear",
+                                     padding_mode="border", align_corners=False)  # (B, C, h, w)
+                yield a, b, read.flatten(2).transpose(1, 2)
+
+
+def cross_view_patch_loss(student_patch_logits: torch.Tensor, teacher_patch_p: torch.Tensor,
+                          positions: torch.Tensor, inside: torch.Tensor, student_temp: float) -> torch.Tensor:
+    """Self-distillation of patch tokens *across* views, at corresponding image positions (nbseg's variant).
+
+    iBOT's patch loss (:func:`masked_patch_loss`) compares a view with itself, so its targets can be met by
+    anything the two copies share - on the world, a region's colours. Here the target of student token ``j`` of
+    view ``a`` is the teacher's distribution of view ``b`` (its own crop, flip and colour draw) at the image point
+    under ``j``'s centre, read bilinearly from the teacher's (h, w) token grid:
+
+    ``P_t^b(p) = sum_q bilinear(p, q) P_t(x_b)_q`` (``P_t``: :func:`teacher_probs`), ``p = pos_{a -> b}(j)``, and
+    ``L = sum_{j inside b} -P_t^b(p_j) . log softmax(g_s(x_a)_j / tau_s) / |inside|``, averaged over the ordered
+    pairs (a, b) of the G views. The correspondence idea is that of DenseCL / VICRegL; the distillation form
+    (centering, sharpening, a shared head) is DINO / iBOT's.
+
+    Args:
+        student_patch_logits: (G * B, N, K) student head outputs of the G views' patch tokens, view-major.
+        teacher_patch_p: (G * B, N, K) teacher targets of the same views (no gradient).
+        positions: (G, G, B, h, w, 2) ``positions[a, b]``: token centres of view a in view b's normalised
+            coordinates (:func:`nbseg.pretrain.batched_augment.corresponding_positions`), N = h * w.
+        inside: (G, G, B, h, w) bool, true where that centre lies inside view b.
+    Returns:
+        scalar loss.
+    """
+    G, _, B, h, w, _ = positions.shape
+    K = teacher_patch_p.shape[-1]
+    logp_s = F.log_softmax(student_patch_logits.float() / student_temp, dim=-1).view(G, B, h * w, K)
+    total, n_pairs = logp_s.new_zeros(()), 0
+    for a, b, target in corresponding_tokens(teacher_patch_p.detach().float(), positions, (h, w)):
+        per_token = torch.sum(-target * logp_s[a], dim=-1)                           # (B, N)
+        valid = inside[a, b].flatten(1).to(per_token.dtype)
+        total = total + torch.sum(per_token * valid) / valid.sum().clamp(min=1.0)
+        n_pairs += 1
+    return total / max(n_pairs, 1)
+
+
+def dense_info_nce_loss(query_z: torch.Tensor, key_z: torch.Tensor, positions: torch.Tensor, inside: torch.Tensor,
+                        temperature: float, max_queries: int | None = None,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Contrastive loss between patch embeddings of two views at corresponding image points (InfoNCE, van den
+    Oord et al. 2018; dense pairs as in DenseCL / VICRegL; query and key encoders as in MoCo v3).
+
+    For query token ``j`` of view ``a`` of image ``i``, the positive is view ``b``'s key embedding read at the same
+    image point, ``k+ = normalize(bilinear(k^b, pos_{a->b}(j)))``, and the negatives are the positives of the
+    *other images'* queries (a token of the same image is never a negative: it may well lie in the same region):
+
+    ``L = -1/|Q| sum_{(i, j) in Q} log( exp(q_ij . k+_ij / tau) / sum_{(i', j') in Q, i' = i => j' = j}
+    exp(q_ij . k+_i'j' / tau) )``, over valid (inside) tokens ``Q``, averaged over the ordered view pairs.
+    Unlike DINO's targets this cannot be met by a constant output, so it cannot collapse.
+
+    Args:
+        query_z: (G * B, N, D) unit embeddings of the student's views (view-major).
+        key_z: (G * B, N, D) unit embeddings of the key encoder's (teacher's) views (no gradient).
+        positions, inside: (G, G, B, h, w, 2) and (G, G, B, h, w), as in :func:`cross_view_patch_loss`.
+        temperature: tau.
+        max_queries: use at most this many valid tokens per view pair (drawn from ``generator``), which bounds
+            the (|Q|, |Q|) similarity matrix.
+    Returns:
+        scalar loss.
+    """
+    G, _, B, h, w, _ = positions.shape
+    D = key_z.shape[-1]
+    q_all = query_z.float().reshape(G, B * h * w, D)
+    image_of = torch.arange(B, device=query_z.device).repeat_interleave(h * w)     # (B * N,)
+    total, n_pairs = q_all.new_zeros(()), 0
+    for a, b, k in corresponding_tokens(key_z.detach().float(), positions, (h, w)):
+        k = F.normalize(k.reshape(B * h * w, D), dim=-1)
+        valid = inside[a, b].reshape(-1).nonzero().squeeze(1)
+        if max_queries is not None and valid.numel() > max_queries:
+            pick = torch.randperm(valid.numel(), generator=generator, device=valid.device)[:max_queries]
+            valid = valid[pick]
+        if valid.numel() < 2:
+            continue
+        logits = q_all[a][valid] @ k[valid].t() / temperature                         # (|Q|, |Q|)
+        same_image = image_of[valid].unsqueeze(0) == image_of[valid].unsqueeze(1)
+        eye = torch.eye(valid.numel(), dtype=torch.bool, device=logits.device)
+        logits = logits.masked_fill(same_image & ~eye, float("-inf"))
+        total = total + F.cross_entropy(logits, torch.arange(valid.numel(), device=logits.device))
+        n_pairs += 1
+    return total / max(n_pairs, 1)
 
 
 def random_patch_masks(n_images: int, grid: tuple[int, int], ratio: tuple[float, float], prob: float,
@@ -179,10 +335,17 @@ class DINOHead(nn.Module):
     def last_layer_parameters(self) -> list[nn.Parameter]:
         return [p for p in (self.last_v, self.last_g) if p.requires_grad]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = F.normalize(self.mlp(x), dim=-1, p=2)
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in_dim) -> (N, bottleneck_dim) unit vectors: the MLP's output before the prototypes."""
+        return F.normalize(self.mlp(x), dim=-1, p=2)
+
+    def prototype_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """(..., bottleneck_dim) unit vectors -> (..., out_dim) logits against the weight-normalised prototypes."""
         weight = self.last_g * F.normalize(self.last_v, dim=1)
         return z @ weight.t()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prototype_logits(self.embed(x))
 
 
 class StudentTeacherNet(nn.Module):
@@ -211,11 +374,14 @@ class StudentTeacherNet(nn.Module):
         tokens = vit.norm_pre(vit.patch_drop(tokens))
         return vit.norm(vit.blocks(tokens))
 
-    def forward(self, views: list[torch.Tensor], masks: list[torch.Tensor] | None = None, patch_views: int = 0):
+    def forward(self, views: list[torch.Tensor], masks: list[torch.Tensor] | None = None, patch_views: int = 0,
+                patch_embeddings: bool = False):
         """views: list of (B, 3, s_i, s_i) normalised crops -> (len(views) * B, out_dim) CLS logits, view-major.
 
         With ``patch_views = G > 0`` also return the (G * B, N, out_dim) patch logits of the first G views, whose
-        patches are masked by ``masks`` (G tensors of (B, N) bool; None: unmasked)."""
+        patches are masked by ``masks`` (G tensors of (B, N) bool; None: unmasked); with ``patch_embeddings``
+        their (G * B, N, bottleneck_dim) unit embeddings instead (``head.prototype_logits`` turns them into
+        the logits)."""
         outputs, patch_tokens, start = [], [], 0
         sizes = [v.shape[-1] for v in views]
         prefix = getattr(self.backbone, "num_prefix_tokens", 1)
@@ -235,7 +401,8 @@ class StudentTeacherNet(nn.Module):
         cls_logits = self.head(torch.cat(outputs))
         if not patch_views:
             return cls_logits
-        return cls_logits, self.head(torch.cat(patch_tokens))
+        patch_z = self.head.embed(torch.cat(patch_tokens))
+        return cls_logits, patch_z if patch_embeddings else self.head.prototype_logits(patch_z)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -254,6 +421,8 @@ class MultiCropConfig:
     colour_jitter: float = 0.4       # brightness / contrast / saturation strength, applied with p=0.8
     hue: float = 0.1                 # max hue shift (a fraction of the colour circle; 0.5 = any hue)
     grayscale_p: float = 0.2
+    colour_lut_p: float = 0.0        # random smooth colour map per view (batched path only; nbseg's, for the world)
+    colour_lut_size: int = 4
 
 
 def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:

@@ -31,10 +31,11 @@ from torch import nn
 from nbseg.config import to_dict
 from nbseg.errors import ConfigError, NbsegError
 from nbseg.io import atomic_torch_save, atomic_write_bytes
-from nbseg.pretrain.batched_augment import BatchedMultiCrop
+from nbseg.pretrain.batched_augment import BatchedMultiCrop, corresponding_positions
 from nbseg.pretrain.dino import (DINOHead, MultiCropAugmentation, MultiCropConfig, StudentTeacherNet,
-                                 clip_gradients_, dino_loss, ema_update_, masked_patch_loss, random_patch_masks,
-                                 teacher_temperature_schedule, updated_center)
+                                 clip_gradients_, cross_view_patch_loss, dense_info_nce_loss, dino_loss,
+                                 ema_update_, masked_patch_loss,
+                                 random_patch_masks, teacher_probs, teacher_temperature_schedule, updated_center)
 from nbseg.train.checkpoint import check_resume_config
 from nbseg.train.data import epoch_batches, epoch_loader, item_seed, rank_batches, seed_of, step_seed
 from nbseg.train.distributed import init_distributed
@@ -45,7 +46,7 @@ from nbseg.train.schedules import cosine_schedule
 __all__ = ["PretrainConfig", "pretrain", "export_teacher", "epoch_batches", "parameter_groups"]
 
 CHECKPOINT = "checkpoint.pt"
-LOG_FIELDS = ["step", "epoch", "loss", "patch_loss", "lr", "weight_decay", "momentum", "teacher_temp", "seconds"]
+LOG_FIELDS = ["step", "epoch", "loss", "patch_loss", "cross_view_loss", "contrastive_loss", "lr", "weight_decay", "momentum", "teacher_temp", "seconds"]
 
 
 @dataclass
@@ -75,6 +76,9 @@ class PretrainConfig:
     colour_jitter: float = 0.4           # DINO's brightness / contrast / saturation strength (p = 0.8)
     hue: float = 0.1                     # DINO's max hue shift; the world needs 0.5: its colours carry no class
     grayscale_p: float = 0.2
+    colour_lut_p: float = 0.0            # probability of a random smooth colour look-up table per view, before the
+    colour_lut_size: int = 4             # jitter (needs augment_on=device; nbseg's augmentation for worlds whose
+                                         # colours carry no class: views then share patterns, not colours)
     augment_on: str = "cpu"              # cpu: per-image views in DataLoader workers (exact for any worker count);
                                          # device: the split is preloaded on the training device and each batch's
                                          # views are made there at once (nbseg.pretrain.batched_augment; for GPUs)
@@ -85,6 +89,14 @@ class PretrainConfig:
     teacher_recolour: bool = False       # the teacher sees the student's global crops with a new photometric draw,
                                          # so patch targets cannot be matched by colour (needs augment_on=device;
                                          # nbseg's own variant, not in DINO or iBOT)
+    cross_view_loss_weight: float = 0.0  # patch self-distillation across the two global views at corresponding
+                                         # image points, each view with its own colour draw (needs
+                                         # augment_on=device; nbseg's variant: DINO / iBOT's loss, DenseCL's pairs)
+    dense_contrastive_weight: float = 0.0  # InfoNCE between the two global views' patch embeddings at
+                                         # corresponding points, other images' patches as negatives, the teacher
+                                         # as key encoder (MoCo v3 / DenseCL; needs augment_on=device)
+    contrastive_temp: float = 0.2
+    contrastive_max_queries: int = 4096  # patches per view pair in the InfoNCE similarity matrix
     # optimisation
     epochs: int = 100
     batch_size: int = 64                 # global batch over all processes
@@ -102,6 +114,8 @@ class PretrainConfig:
     warmup_teacher_temp_epochs: int = 0
     student_temp: float = 0.1
     center_momentum: float = 0.9
+    teacher_targets: str = "center"      # center: DINO's centering + sharpening; sinkhorn: Sinkhorn-Knopp
+                                         # equipartition (SwAV / DINOv2), which cannot settle on a uniform teacher
     # run
     seed: int = 0
     num_workers: int = 0
@@ -119,10 +133,22 @@ class PretrainConfig:
                               f"{self.global_size} / {self.local_size}")
         if self.epochs < 1:
             raise ConfigError("epochs must be >= 1")
+        if self.teacher_targets not in ("center", "sinkhorn"):
+            raise ConfigError(f"teacher_targets must be 'center' or 'sinkhorn', not {self.teacher_targets!r}")
         if self.augment_on not in ("cpu", "device"):
             raise ConfigError(f"augment_on must be 'cpu' or 'device', not {self.augment_on!r}")
         if self.teacher_recolour and self.augment_on != "device":
             raise ConfigError("teacher_recolour needs augment_on=device")
+        if self.colour_lut_p and self.augment_on != "device":
+            raise ConfigError("colour_lut_p needs augment_on=device (the per-image path has no colour table)")
+        if self.colour_lut_p and self.colour_lut_size < 2:
+            raise ConfigError("colour_lut_size must be >= 2")
+        if self.cross_view_loss_weight and self.augment_on != "device":
+            raise ConfigError("cross_view_loss_weight needs augment_on=device (the crop geometry is known there)")
+        if self.dense_contrastive_weight and self.augment_on != "device":
+            raise ConfigError("dense_contrastive_weight needs augment_on=device (the crop geometry is known there)")
+        if self.cross_view_loss_weight < 0 or self.dense_contrastive_weight < 0:
+            raise ConfigError("cross_view_loss_weight and dense_contrastive_weight must be >= 0")
         if self.patch_loss_weight < 0 or not 0 <= self.mask_prob <= 1:
             raise ConfigError("patch_loss_weight must be >= 0 and mask_prob in [0, 1]")
 
@@ -153,7 +179,8 @@ class MultiCropViews(torch.utils.data.Dataset):
         self.aug = MultiCropAugmentation(MultiCropConfig(
             global_size=cfg.global_size, local_size=cfg.local_size, n_local=cfg.n_local,
             global_scale=tuple(cfg.global_scale), local_scale=tuple(cfg.local_scale),
-            colour_jitter=cfg.colour_jitter, hue=cfg.hue, grayscale_p=cfg.grayscale_p))
+            colour_jitter=cfg.colour_jitter, hue=cfg.hue, grayscale_p=cfg.grayscale_p,
+            colour_lut_p=cfg.colour_lut_p, colour_lut_size=cfg.colour_lut_size))
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -201,13 +228,14 @@ def preload_images(images, size: int, num_workers: int = 0) -> torch.Tensor:
 
 
 def device_view_batches(bank: torch.Tensor, batches, augment: BatchedMultiCrop, seed: int, first_step: int,
-                        rank: int, recolour_globals: bool = False):
+                        rank: int, recolour_globals: bool = False, return_thetas: bool = False):
     """The views of each batch of ``(index, item_seed)`` keys, made on ``bank``'s device; the generator of
-    step ``first_step + k`` is seeded by (seed, step, rank), so a resumed run draws the same views."""
+    step ``first_step + k`` is seeded by (seed, step, rank), so a resumed run draws the same views.
+    Yields lists of views, or (views, global crop maps) with ``return_thetas``."""
     for k, batch in enumerate(batches):
         index = torch.tensor([i for i, _ in batch], device=bank.device)
         gen = torch.Generator(device=bank.device).manual_seed(seed_of(seed, first_step + k, rank, 17))
-        yield augment(bank[index].float() / 255, gen, recolour_globals)
+        yield augment(bank[index].float() / 255, gen, recolour_globals, return_thetas)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -323,7 +351,11 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
     if cfg.augment_on == "device":
         bank = preload_images(images, cfg.image_size, cfg.num_workers).to(device)
         batched_views = BatchedMultiCrop(views.aug.cfg)
-    patch_weight = cfg.patch_loss_weight
+    patch_weight, cross_weight = cfg.patch_loss_weight, cfg.cross_view_loss_weight
+    nce_weight = cfg.dense_contrastive_weight
+    distil_patches = bool(patch_weight or cross_weight)               # patch logits against teacher targets
+    patch_views = n_global if distil_patches or nce_weight else 0     # views whose patch tokens are trained
+    needs_thetas = bool(cross_weight or nce_weight)
     grid = [cfg.global_size // p for p in student.backbone.patch_embed.patch_size]
     bar = tqdm(total=stop_step, initial=start_step, desc="DINO", unit="step", disable=not (progress and is_main))
     t_start = time.perf_counter()
@@ -337,8 +369,11 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
         if bank is None:
             loader = epoch_loader(views, per_rank, _collate_views, cfg.num_workers, cfg.seed, epoch)
         else:
-            loader = device_view_batches(bank, per_rank, batched_views, cfg.seed, step, rank, cfg.teacher_recolour)
+            loader = device_view_batches(bank, per_rank, batched_views, cfg.seed, step, rank, cfg.teacher_recolour,
+                                         return_thetas=needs_thetas)
         for crops in loader:
+            if needs_thetas:
+                crops, thetas = crops
             if step >= stop_step:
                 break
             torch.manual_seed(step_seed(cfg.seed, step, rank))  # stochastic depth of this step
@@ -356,15 +391,38 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
                          for c in crops[:n_global]]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 with torch.no_grad():
-                    teacher_out = teacher(teacher_crops, patch_views=n_global if patch_weight else 0)
-                student_out = student_ddp(crops, masks, patch_views=n_global if patch_weight else 0)
+                    teacher_out = teacher(teacher_crops, patch_views=patch_views, patch_embeddings=bool(nce_weight))
+                student_out = student_ddp(crops, masks, patch_views=patch_views, patch_embeddings=bool(nce_weight))
+                if patch_views:
+                    (teacher_out, teacher_patch), (student_out, student_patch) = teacher_out, student_out
+                if nce_weight:                       # the forward gave embeddings; the distillation needs logits
+                    teacher_z, student_z = teacher_patch, student_patch
+                    if distil_patches:
+                        with torch.no_grad():
+                            teacher_patch = teacher.head.prototype_logits(teacher_z)
+                        student_patch = student.head.prototype_logits(student_z)
+            temp, rule, distributed = float(temp_sched[epoch]), cfg.teacher_targets, world > 1
+            loss = dino_loss(student_out, teacher_probs(teacher_out, rule, center, temp, distributed), n_global,
+                             cfg.student_temp)
+            if distil_patches:
+                teacher_patch_p = teacher_probs(teacher_patch, rule, center_patch, temp, distributed)
             if patch_weight:
-                (teacher_out, teacher_patch), (student_out, student_patch) = teacher_out, student_out
-            loss = dino_loss(student_out, teacher_out, center, n_global, cfg.student_temp, float(temp_sched[epoch]))
-            if patch_weight:
-                patch_loss = masked_patch_loss(student_patch, teacher_patch, torch.cat(masks), center_patch,
-                                               cfg.student_temp, float(temp_sched[epoch]))
+                patch_loss = masked_patch_loss(student_patch, teacher_patch_p, torch.cat(masks), cfg.student_temp)
                 loss = loss + patch_weight * patch_loss
+            if needs_thetas:
+                positions, inside = zip(*[corresponding_positions(thetas[a], thetas[b], grid)
+                                          for a in range(n_global) for b in range(n_global)])
+                pair_shape = (n_global, n_global, *inside[0].shape)
+                positions, inside = torch.stack(positions).view(*pair_shape, 2), torch.stack(inside).view(pair_shape)
+            if nce_weight:
+                query_gen = torch.Generator(device=device).manual_seed(seed_of(cfg.seed, step, rank, 23))
+                nce_loss = dense_info_nce_loss(student_z, teacher_z, positions, inside, cfg.contrastive_temp,
+                                               cfg.contrastive_max_queries, query_gen)
+                loss = loss + nce_weight * nce_loss
+            if cross_weight:
+                cross_loss = cross_view_patch_loss(student_patch, teacher_patch_p, positions, inside,
+                                                   cfg.student_temp)
+                loss = loss + cross_weight * cross_loss
             if not math.isfinite(loss.item()):
                 raise NbsegError(f"DINO loss is {loss.item()} at step {step}: lower blr or raise clip_grad; the "
                                  f"last good checkpoint is {ckpt_path}")
@@ -382,7 +440,7 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
                 dist.all_reduce(batch_mean)
                 batch_mean /= world
             center = updated_center(center, teacher_out, cfg.center_momentum, batch_mean)
-            if patch_weight:
+            if distil_patches:
                 patch_mean = teacher_patch.float().flatten(0, 1).mean(dim=0, keepdim=True)
                 if world > 1:
                     dist.all_reduce(patch_mean)
@@ -397,6 +455,8 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
             if step % cfg.log_every == 0 or step == stop_step:
                 rows.append({"step": step, "epoch": epoch, "loss": f"{loss_value:.6f}",
                              "patch_loss": f"{patch_loss.item():.6f}" if patch_weight else "",
+                             "cross_view_loss": f"{cross_loss.item():.6f}" if cross_weight else "",
+                             "contrastive_loss": f"{nce_loss.item():.6f}" if nce_weight else "",
                              "lr": f"{lr_sched[step - 1]:.6g}", "weight_decay": f"{wd_sched[step - 1]:.6g}",
                              "momentum": f"{mom_sched[step - 1]:.6g}", "teacher_temp": f"{temp_sched[epoch]:.4g}",
                              "seconds": f"{seconds:.1f}"})
