@@ -51,6 +51,13 @@ timeout $((DEADLINE_S - (SECONDS - T0))) python3 tools/pretrain_sweep.py /tmp/sw
     --variant nce:hue=0.5,grayscale_p=0.5 \
     --variant ncelut:colour_lut_p=0.8 \
     --variant ncexv:hue=0.5,grayscale_p=0.5,cross_view_loss_weight=1
+elif [ "${SWEEP:-2}" = 7 ]; then   # seventh sweep (prepared on CPU, not yet run on a GPU): MAE alone and beside DINO
+timeout $((DEADLINE_S - (SECONDS - T0))) python3 tools/pretrain_sweep.py /tmp/sweep --budget-s "$BUDGET" \
+    --common device=cuda augment_on=device batch_size=256 num_workers=4 momentum_teacher=0.996 \
+             teacher_temp=0.04 warmup_teacher_temp=0.04 checkpoint_every=1000 log_every=20 mae_loss_weight=1 \
+    --variant mae:dino_loss_weight=0,n_local=0,drop_path_rate=0,blr=0.0015,weight_decay=0.05,weight_decay_end=0.05 \
+    --variant maedino:blr=0.0005,drop_path_rate=0.1 \
+    --variant maexv:blr=0.0005,drop_path_rate=0.1,cross_view_loss_weight=1
 elif [ "${SWEEP:-2}" = 3 ]; then   # third sweep: the teacher sees recoloured copies of the student's global crops
 timeout $((DEADLINE_S - (SECONDS - T0))) python3 tools/pretrain_sweep.py /tmp/sweep --budget-s "$BUDGET" \
     --common device=cuda augment_on=device batch_size=256 num_workers=4 blr=0.0005 norm_last_layer=true \

@@ -355,11 +355,15 @@ class StudentTeacherNet(nn.Module):
     outputs, with the patches where ``masks`` is true replaced by a learned mask token before the blocks.
     """
 
-    def __init__(self, backbone: nn.Module, head: DINOHead, mask_token: bool = False):
+    def __init__(self, backbone: nn.Module, head: DINOHead, mask_token: bool = False,
+                 mae_decoder: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.mask_token = nn.Parameter(torch.zeros(1, backbone.embed_dim)) if mask_token else None
+        # MAE's decoder lives here (not beside the net) so that DDP, the optimiser, gradient clipping, the EMA and
+        # the checkpoint all see it like any other parameter; the teacher's copy is never used.
+        self.mae_decoder = mae_decoder
 
     def _tokens(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """(B, 3, H, W), mask (B, h * w) bool or None -> (B, prefix + h * w, D) final-norm tokens."""
@@ -375,13 +379,24 @@ class StudentTeacherNet(nn.Module):
         return vit.norm(vit.blocks(tokens))
 
     def forward(self, views: list[torch.Tensor], masks: list[torch.Tensor] | None = None, patch_views: int = 0,
-                patch_embeddings: bool = False):
+                patch_embeddings: bool = False, mae_inputs: tuple | None = None):
         """views: list of (B, 3, s_i, s_i) normalised crops -> (len(views) * B, out_dim) CLS logits, view-major.
 
         With ``patch_views = G > 0`` also return the (G * B, N, out_dim) patch logits of the first G views, whose
         patches are masked by ``masks`` (G tensors of (B, N) bool; None: unmasked); with ``patch_embeddings``
         their (G * B, N, bottleneck_dim) unit embeddings instead (``head.prototype_logits`` turns them into
-        the logits)."""
+        the logits).
+
+        With ``mae_inputs = (images, pixels, mask_ratio, generator)`` (see :func:`nbseg.pretrain.mae.mae_loss`)
+        return ``(that output, MAE loss)``; with no views, the MAE loss alone. One forward for both, so DDP
+        reduces every gradient of the step once; the views go first, so their stochastic depth draws are those
+        of a run without MAE."""
+        if mae_inputs is not None:
+            from nbseg.pretrain.mae import mae_loss
+
+            out = self.forward(views, masks, patch_views, patch_embeddings) if views else None
+            reconstruction = mae_loss(self.backbone, self.mae_decoder, *mae_inputs)
+            return reconstruction if out is None else (out, reconstruction)
         outputs, patch_tokens, start = [], [], 0
         sizes = [v.shape[-1] for v in views]
         prefix = getattr(self.backbone, "num_prefix_tokens", 1)

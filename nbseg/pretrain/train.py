@@ -36,6 +36,7 @@ from nbseg.pretrain.dino import (DINOHead, MultiCropAugmentation, MultiCropConfi
                                  clip_gradients_, cross_view_patch_loss, dense_info_nce_loss, dino_loss,
                                  ema_update_, masked_patch_loss,
                                  random_patch_masks, teacher_probs, teacher_temperature_schedule, updated_center)
+from nbseg.pretrain.mae import mae_view
 from nbseg.train.checkpoint import check_resume_config
 from nbseg.train.data import epoch_batches, epoch_loader, item_seed, rank_batches, seed_of, step_seed
 from nbseg.train.distributed import init_distributed
@@ -46,7 +47,8 @@ from nbseg.train.schedules import cosine_schedule
 __all__ = ["PretrainConfig", "pretrain", "export_teacher", "epoch_batches", "parameter_groups"]
 
 CHECKPOINT = "checkpoint.pt"
-LOG_FIELDS = ["step", "epoch", "loss", "patch_loss", "cross_view_loss", "contrastive_loss", "lr", "weight_decay", "momentum", "teacher_temp", "seconds"]
+LOG_FIELDS = ["step", "epoch", "loss", "patch_loss", "cross_view_loss", "contrastive_loss", "mae_loss", "lr",
+              "weight_decay", "momentum", "teacher_temp", "seconds"]
 
 
 @dataclass
@@ -97,6 +99,15 @@ class PretrainConfig:
                                          # as key encoder (MoCo v3 / DenseCL; needs augment_on=device)
     contrastive_temp: float = 0.2
     contrastive_max_queries: int = 4096  # patches per view pair in the InfoNCE similarity matrix
+    dino_loss_weight: float = 1.0        # weight of DINO's CLS loss; 0 with no other distillation loss: no teacher
+                                         # forward at all (e.g. MAE alone; the teacher is then the student's EMA)
+    mae_loss_weight: float = 0.0         # weight of MAE's masked patch reconstruction (He et al., 2022), see
+                                         # nbseg.pretrain.mae (needs augment_on=device)
+    mae_mask_ratio: float = 0.75
+    mae_scale: tuple[float, float] = (0.2, 1.0)  # MAE view: random resized crop area, flip, no colour change
+    mae_decoder_dim: int = 128           # the light decoder (the paper's is 512-d, 8 blocks, for ViT-L at 224 px)
+    mae_decoder_depth: int = 2
+    mae_decoder_heads: int = 4
     # optimisation
     epochs: int = 100
     batch_size: int = 64                 # global batch over all processes
@@ -151,6 +162,15 @@ class PretrainConfig:
             raise ConfigError("cross_view_loss_weight and dense_contrastive_weight must be >= 0")
         if self.patch_loss_weight < 0 or not 0 <= self.mask_prob <= 1:
             raise ConfigError("patch_loss_weight must be >= 0 and mask_prob in [0, 1]")
+        if self.dino_loss_weight < 0 or self.mae_loss_weight < 0:
+            raise ConfigError("dino_loss_weight and mae_loss_weight must be >= 0")
+        if self.mae_loss_weight and self.augment_on != "device":
+            raise ConfigError("mae_loss_weight needs augment_on=device (the MAE view is cut from the preloaded batch)")
+        if not 0 <= self.mae_mask_ratio < 1:
+            raise ConfigError(f"mae_mask_ratio must be in [0, 1), got {self.mae_mask_ratio}")
+        if not (self.dino_loss_weight or self.mae_loss_weight or self.patch_loss_weight
+                or self.cross_view_loss_weight or self.dense_contrastive_weight):
+            raise ConfigError("every loss weight is 0: nothing to train (set dino_loss_weight or mae_loss_weight)")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -227,15 +247,22 @@ def preload_images(images, size: int, num_workers: int = 0) -> torch.Tensor:
     return torch.cat(list(loader))
 
 
-def device_view_batches(bank: torch.Tensor, batches, augment: BatchedMultiCrop, seed: int, first_step: int,
-                        rank: int, recolour_globals: bool = False, return_thetas: bool = False):
+def device_view_batches(bank: torch.Tensor, batches, augment: BatchedMultiCrop | None, seed: int, first_step: int,
+                        rank: int, recolour_globals: bool = False):
     """The views of each batch of ``(index, item_seed)`` keys, made on ``bank``'s device; the generator of
     step ``first_step + k`` is seeded by (seed, step, rank), so a resumed run draws the same views.
-    Yields lists of views, or (views, global crop maps) with ``return_thetas``."""
+
+    Yields ``(views, thetas, images)``: the list of views, the two global crops' (B, 2, 3) maps and the batch's
+    images (B, 3, S, S) in [0, 1] (for MAE's own view); with ``augment=None``, views and thetas are None."""
     for k, batch in enumerate(batches):
         index = torch.tensor([i for i, _ in batch], device=bank.device)
+        images = bank[index].float() / 255
+        if augment is None:
+            yield None, None, images
+            continue
         gen = torch.Generator(device=bank.device).manual_seed(seed_of(seed, first_step + k, rank, 17))
-        yield augment(bank[index].float() / 255, gen, recolour_globals, return_thetas)
+        views, thetas = augment(images, gen, recolour_globals, return_thetas=True)
+        yield views, thetas, images
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -255,10 +282,22 @@ def build_networks(cfg: PretrainConfig) -> tuple[StudentTeacherNet, StudentTeach
         load_state_into(student_vit, read_weights_file(cfg.init_weights), source=str(cfg.init_weights))
     dim = student_vit.embed_dim
     patch = cfg.patch_loss_weight > 0
+
+    def mae_decoder():
+        if not cfg.mae_loss_weight:
+            return None
+        from nbseg.pretrain.mae import MAEDecoder
+
+        p = student_vit.patch_embed.patch_size[0]
+        return MAEDecoder(dim, (cfg.global_size // p) ** 2, p, cfg.mae_decoder_dim, cfg.mae_decoder_depth,
+                          cfg.mae_decoder_heads, prefix=getattr(student_vit, "num_prefix_tokens", 1))
+
     student = StudentTeacherNet(student_vit, DINOHead(dim, cfg.out_dim, cfg.head_hidden_dim, cfg.bottleneck_dim,
-                                                       cfg.norm_last_layer), mask_token=patch)
+                                                       cfg.norm_last_layer), mask_token=patch,
+                                mae_decoder=mae_decoder())
     teacher = StudentTeacherNet(teacher_vit, DINOHead(dim, cfg.out_dim, cfg.head_hidden_dim, cfg.bottleneck_dim,
-                                                       cfg.norm_last_layer), mask_token=patch)
+                                                       cfg.norm_last_layer), mask_token=patch,
+                                mae_decoder=mae_decoder())
     teacher.load_state_dict(student.state_dict())
     teacher.requires_grad_(False)
     return student, teacher
@@ -316,8 +355,12 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
         start_step = int(state["step"])
     student_ddp = student
     if world > 1:
+        # MAE alone leaves the DINO head without gradients, which DDP must be told about
+        no_distillation = not (cfg.dino_loss_weight or cfg.patch_loss_weight or cfg.cross_view_loss_weight
+                               or cfg.dense_contrastive_weight)
         student_ddp = nn.parallel.DistributedDataParallel(
-            student, device_ids=[device.index] if device.type == "cuda" else None)
+            student, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=no_distillation)
 
     lr = cfg.blr * cfg.batch_size / 256
     lr_sched = cosine_schedule(lr, cfg.min_lr, cfg.epochs, batches_per_epoch, cfg.warmup_epochs)
@@ -356,6 +399,9 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
     distil_patches = bool(patch_weight or cross_weight)               # patch logits against teacher targets
     patch_views = n_global if distil_patches or nce_weight else 0     # views whose patch tokens are trained
     needs_thetas = bool(cross_weight or nce_weight)
+    dino_weight, mae_weight = cfg.dino_loss_weight, cfg.mae_loss_weight
+    # Without any distillation loss (MAE alone) neither network sees DINO's views and no views are made.
+    distil = bool(dino_weight or distil_patches or nce_weight)
     grid = [cfg.global_size // p for p in student.backbone.patch_embed.patch_size]
     bar = tqdm(total=stop_step, initial=start_step, desc="DINO", unit="step", disable=not (progress and is_main))
     t_start = time.perf_counter()
@@ -369,62 +415,81 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
         if bank is None:
             loader = epoch_loader(views, per_rank, _collate_views, cfg.num_workers, cfg.seed, epoch)
         else:
-            loader = device_view_batches(bank, per_rank, batched_views, cfg.seed, step, rank, cfg.teacher_recolour,
-                                         return_thetas=needs_thetas)
+            loader = device_view_batches(bank, per_rank, batched_views if distil else None, cfg.seed, step, rank,
+                                         cfg.teacher_recolour)
         for crops in loader:
-            if needs_thetas:
-                crops, thetas = crops
+            if bank is not None:
+                crops, thetas, batch_images = crops
             if step >= stop_step:
                 break
             torch.manual_seed(step_seed(cfg.seed, step, rank))  # stochastic depth of this step
             apply_schedule(optimizer, lr_sched[step], wd_sched[step])
-            crops = [c.to(device, non_blocking=True) for c in crops]
-            crops = [(c - _MEAN.to(device)) / _STD.to(device) for c in crops]
-            # the teacher's global views: the student's own, or the same crops recoloured (teacher_recolour)
-            teacher_crops = crops[-n_global:] if cfg.teacher_recolour else crops[:n_global]
-            if cfg.teacher_recolour:
-                crops = crops[:-n_global]
-            masks = None
-            if patch_weight:
-                mask_gen = torch.Generator(device=device).manual_seed(seed_of(cfg.seed, step, rank, 19))
-                masks = [random_patch_masks(c.shape[0], grid, tuple(cfg.mask_ratio), cfg.mask_prob, mask_gen, device)
-                         for c in crops[:n_global]]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                with torch.no_grad():
-                    teacher_out = teacher(teacher_crops, patch_views=patch_views, patch_embeddings=bool(nce_weight))
-                student_out = student_ddp(crops, masks, patch_views=patch_views, patch_embeddings=bool(nce_weight))
-                if patch_views:
-                    (teacher_out, teacher_patch), (student_out, student_patch) = teacher_out, student_out
-                if nce_weight:                       # the forward gave embeddings; the distillation needs logits
-                    teacher_z, student_z = teacher_patch, student_patch
-                    if distil_patches:
-                        with torch.no_grad():
-                            teacher_patch = teacher.head.prototype_logits(teacher_z)
-                        student_patch = student.head.prototype_logits(student_z)
-            temp, rule, distributed = float(temp_sched[epoch]), cfg.teacher_targets, world > 1
-            loss = dino_loss(student_out, teacher_probs(teacher_out, rule, center, temp, distributed), n_global,
-                             cfg.student_temp)
-            if distil_patches:
-                teacher_patch_p = teacher_probs(teacher_patch, rule, center_patch, temp, distributed)
-            if patch_weight:
-                patch_loss = masked_patch_loss(student_patch, teacher_patch_p, torch.cat(masks), cfg.student_temp)
-                loss = loss + patch_weight * patch_loss
-            if needs_thetas:
-                positions, inside = zip(*[corresponding_positions(thetas[a], thetas[b], grid)
-                                          for a in range(n_global) for b in range(n_global)])
-                pair_shape = (n_global, n_global, *inside[0].shape)
-                positions, inside = torch.stack(positions).view(*pair_shape, 2), torch.stack(inside).view(pair_shape)
-            if nce_weight:
-                query_gen = torch.Generator(device=device).manual_seed(seed_of(cfg.seed, step, rank, 23))
-                nce_loss = dense_info_nce_loss(student_z, teacher_z, positions, inside, cfg.contrastive_temp,
-                                               cfg.contrastive_max_queries, query_gen)
-                loss = loss + nce_weight * nce_loss
-            if cross_weight:
-                cross_loss = cross_view_patch_loss(student_patch, teacher_patch_p, positions, inside,
+            mae_inputs = None
+            if mae_weight:
+                mae_gen = torch.Generator(device=device).manual_seed(seed_of(cfg.seed, step, rank, 29))
+                mae_pixels = mae_view(batch_images, cfg.global_size, tuple(cfg.mae_scale), mae_gen)
+                mae_inputs = ((mae_pixels - _MEAN.to(device)) / _STD.to(device), mae_pixels, cfg.mae_mask_ratio,
+                              mae_gen)
+            if distil:
+                crops = [c.to(device, non_blocking=True) for c in crops]
+                crops = [(c - _MEAN.to(device)) / _STD.to(device) for c in crops]
+                # the teacher's global views: the student's own, or the same crops recoloured (teacher_recolour)
+                teacher_crops = crops[-n_global:] if cfg.teacher_recolour else crops[:n_global]
+                if cfg.teacher_recolour:
+                    crops = crops[:-n_global]
+                masks = None
+                if patch_weight:
+                    mask_gen = torch.Generator(device=device).manual_seed(seed_of(cfg.seed, step, rank, 19))
+                    masks = [random_patch_masks(c.shape[0], grid, tuple(cfg.mask_ratio), cfg.mask_prob, mask_gen,
+                                                device) for c in crops[:n_global]]
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    with torch.no_grad():
+                        teacher_out = teacher(teacher_crops, patch_views=patch_views,
+                                              patch_embeddings=bool(nce_weight))
+                    student_out = student_ddp(crops, masks, patch_views=patch_views,
+                                              patch_embeddings=bool(nce_weight), mae_inputs=mae_inputs)
+                    if mae_weight:
+                        student_out, mae_loss = student_out
+                    if patch_views:
+                        (teacher_out, teacher_patch), (student_out, student_patch) = teacher_out, student_out
+                    if nce_weight:                       # the forward gave embeddings; the distillation needs logits
+                        teacher_z, student_z = teacher_patch, student_patch
+                        if distil_patches:
+                            with torch.no_grad():
+                                teacher_patch = teacher.head.prototype_logits(teacher_z)
+                            student_patch = student.head.prototype_logits(student_z)
+                temp, rule, distributed = float(temp_sched[epoch]), cfg.teacher_targets, world > 1
+                teacher_cls_p = teacher_probs(teacher_out, rule, center, temp, distributed)
+                loss = dino_weight * dino_loss(student_out, teacher_cls_p, n_global, cfg.student_temp)
+                if distil_patches:
+                    teacher_patch_p = teacher_probs(teacher_patch, rule, center_patch, temp, distributed)
+                if patch_weight:
+                    patch_loss = masked_patch_loss(student_patch, teacher_patch_p, torch.cat(masks),
                                                    cfg.student_temp)
-                loss = loss + cross_weight * cross_loss
+                    loss = loss + patch_weight * patch_loss
+                if needs_thetas:
+                    positions, inside = zip(*[corresponding_positions(thetas[a], thetas[b], grid)
+                                              for a in range(n_global) for b in range(n_global)])
+                    pair_shape = (n_global, n_global, *inside[0].shape)
+                    positions = torch.stack(positions).view(*pair_shape, 2)
+                    inside = torch.stack(inside).view(pair_shape)
+                if nce_weight:
+                    query_gen = torch.Generator(device=device).manual_seed(seed_of(cfg.seed, step, rank, 23))
+                    nce_loss = dense_info_nce_loss(student_z, teacher_z, positions, inside, cfg.contrastive_temp,
+                                                   cfg.contrastive_max_queries, query_gen)
+                    loss = loss + nce_weight * nce_loss
+                if cross_weight:
+                    cross_loss = cross_view_patch_loss(student_patch, teacher_patch_p, positions, inside,
+                                                       cfg.student_temp)
+                    loss = loss + cross_weight * cross_loss
+            else:                                    # MAE alone: one forward of the student
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    mae_loss = student_ddp([], mae_inputs=mae_inputs)
+                loss = 0.0
+            if mae_weight:
+                loss = loss + mae_weight * mae_loss
             if not math.isfinite(loss.item()):
-                raise NbsegError(f"DINO loss is {loss.item()} at step {step}: lower blr or raise clip_grad; the "
+                raise NbsegError(f"The loss is {loss.item()} at step {step}: lower blr or raise clip_grad; the "
                                  f"last good checkpoint is {ckpt_path}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -435,17 +500,18 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
                     p.grad = None
             optimizer.step()
             ema_update_(teacher, student, float(mom_sched[step]))
-            batch_mean = teacher_out.float().mean(dim=0, keepdim=True)
-            if world > 1:
-                dist.all_reduce(batch_mean)
-                batch_mean /= world
-            center = updated_center(center, teacher_out, cfg.center_momentum, batch_mean)
-            if distil_patches:
-                patch_mean = teacher_patch.float().flatten(0, 1).mean(dim=0, keepdim=True)
+            if distil:
+                batch_mean = teacher_out.float().mean(dim=0, keepdim=True)
                 if world > 1:
-                    dist.all_reduce(patch_mean)
-                    patch_mean /= world
-                center_patch = updated_center(center_patch, teacher_patch, cfg.center_momentum, patch_mean)
+                    dist.all_reduce(batch_mean)
+                    batch_mean /= world
+                center = updated_center(center, teacher_out, cfg.center_momentum, batch_mean)
+                if distil_patches:
+                    patch_mean = teacher_patch.float().flatten(0, 1).mean(dim=0, keepdim=True)
+                    if world > 1:
+                        dist.all_reduce(patch_mean)
+                        patch_mean /= world
+                    center_patch = updated_center(center_patch, teacher_patch, cfg.center_momentum, patch_mean)
             step += 1
             loss_value = loss.item()
             seconds = elapsed_before + time.perf_counter() - t_start
@@ -457,6 +523,7 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
                              "patch_loss": f"{patch_loss.item():.6f}" if patch_weight else "",
                              "cross_view_loss": f"{cross_loss.item():.6f}" if cross_weight else "",
                              "contrastive_loss": f"{nce_loss.item():.6f}" if nce_weight else "",
+                             "mae_loss": f"{mae_loss.item():.6f}" if mae_weight else "",
                              "lr": f"{lr_sched[step - 1]:.6g}", "weight_decay": f"{wd_sched[step - 1]:.6g}",
                              "momentum": f"{mom_sched[step - 1]:.6g}", "teacher_temp": f"{temp_sched[epoch]:.4g}",
                              "seconds": f"{seconds:.1f}"})
@@ -499,7 +566,7 @@ def export_teacher(run_dir: str | Path, out_file: str | Path, fp16: bool = False
     if fp16:
         backbone = {k: v.half() if v.is_floating_point() else v for k, v in backbone.items()}
     meta = {"arch": state["arch"], "step": state["step"], "seconds": state.get("seconds"),
-            "config": state["config"], "source": "nbseg pretrain (DINO teacher)"}
+            "config": state["config"], "source": "nbseg pretrain (teacher: the student's moving average)"}
     prov = run_dir / "provenance.json"
     if prov.exists():
         meta["provenance"] = json.loads(prov.read_text())
