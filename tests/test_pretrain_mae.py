@@ -128,3 +128,31 @@ def test_mae_config_errors_name_the_fix(tiny_world, tmp_path, overrides, message
     with pytest.raises(ConfigError, match=message):
         pretrain(tiny_cfg(tiny_world, **overrides), tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_mae_alone_under_torchrun_trains_the_encoder_and_leaves_the_dino_head(tiny_world, tmp_path):
+    """Two gloo processes: DDP must be told that MAE alone gives the DINO head no gradient (else it raises)."""
+    import os
+    import subprocess
+    import sys
+
+    common = [f"root={tiny_world}", "data=world", "image_size=32", "global_size=16", "local_size=8", "n_local=0",
+              "batch_size=4", "epochs=1", "out_dim=32", "head_hidden_dim=16", "bottleneck_dim=8", "device=cpu",
+              "augment_on=device", "dino_loss_weight=0", "mae_loss_weight=1", "mae_decoder_dim=16",
+              "mae_decoder_heads=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           "29519", "-m", "nbseg", "pretrain", str(tmp_path / "ddp"), *common, "--no-progress"],
+                          env=env, timeout=300, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ckpt = torch.load(tmp_path / "ddp/checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 2
+    from nbseg.config import load_config
+    from nbseg.pretrain.train import PretrainConfig
+
+    fresh, _ = build_networks(load_config(PretrainConfig, overrides=dict(a.split("=", 1) for a in common)))
+    start = fresh.state_dict()
+    for key, value in ckpt["student"].items():
+        if key.startswith("head."):
+            assert torch.equal(value, start[key]), key            # no gradient, so AdamW never touched it
+    assert not torch.equal(ckpt["student"]["backbone.pos_embed"], start["backbone.pos_embed"])

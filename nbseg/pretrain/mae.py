@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["random_token_masking", "patchify", "norm_pix_targets", "masked_reconstruction_loss", "MAEDecoder",
-           "encode_visible", "mae_loss"]
+           "encode_visible", "mae_loss", "mae_view"]
 
 
 def random_token_masking(batch: int, n_tokens: int, mask_ratio: float, gen: torch.Generator, device
