@@ -403,7 +403,8 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
     # Without any distillation loss (MAE alone) neither network sees DINO's views and no views are made.
     distil = bool(dino_weight or distil_patches or nce_weight)
     grid = [cfg.global_size // p for p in student.backbone.patch_embed.patch_size]
-    bar = tqdm(total=stop_step, initial=start_step, desc="DINO", unit="step", disable=not (progress and is_main))
+    objective = "DINO + MAE" if distil and mae_weight else ("DINO" if distil else "MAE")
+    bar = tqdm(total=stop_step, initial=start_step, desc=objective, unit="step", disable=not (progress and is_main))
     t_start = time.perf_counter()
     step = start_step
     loss_value = float("nan")
