@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     from nbseg.backbones import EMBEDDED_ARCH, load
     from nbseg.data.multicrop import collate_multicrop
     from nbseg.methods.alignseg import CropFeatureCache, evaluation_dataset, training_dataset
-    from nbseg.methods.alignseg_eval import (evaluate_alignseg, kmeans_baselines, load_alignseg_config,
+    from nbseg.methods.alignseg.evaluation import (evaluate_alignseg, kmeans_baselines, load_alignseg_config,
                                              train_alignseg)
     from nbseg.probes import extract_dataset
     from nbseg.train import load_checkpoint

@@ -17,8 +17,8 @@ Steps (the settings of ``nbseg/configs/dcn_world.yaml``, overridden by ``key=val
    background + things present; ``full`` labels: things and stuff present), counting every region and, separately,
    only regions of at least 1% of the image.
 
-Every step is :func:`nbseg.methods.dcn_eval.train_dcn` / :func:`~nbseg.methods.dcn_eval.evaluate_dcn`, the functions
-notebook ``11_dcn`` calls.
+Every step is :func:`nbseg.methods.dcn.evaluation.train_dcn` / :func:`~nbseg.methods.dcn.evaluation.evaluate_dcn`, the
+functions notebook ``11_dcn`` calls.
 
 ``--quick``: 300 train steps on the first 512 train images, 150 val images, a 300-image k-NN gallery. The embedded
 backbone's numbers describe the synthetic world only; they are never the paper's (VOC, DINO ViT-S/8).
@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:
-    from nbseg.methods.dcn_eval import PAPER_SETTING, PAPER_SOURCE, PAPER_TABLE_1, PAPER_TABLE_2, evaluate_dcn, \
+    from nbseg.methods.dcn.evaluation import PAPER_SETTING, PAPER_SOURCE, PAPER_TABLE_1, PAPER_TABLE_2, evaluate_dcn, \
         load_dcn_config, train_dcn, train_images
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

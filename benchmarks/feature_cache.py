@@ -88,7 +88,7 @@ def time_epochs(method, items, cfg, epochs: int) -> list[float]:
 def main(argv=None) -> int:
     from nbseg.backbones import load
     from nbseg.config import load_config
-    from nbseg.feature_cache import build_feature_cache, cache_dir, cache_key
+    from nbseg.features.cache import build_feature_cache, cache_dir, cache_key
     from nbseg.methods.dcn import DCN, DCNConfig, open_split
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -21,8 +21,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from nbseg.probes.basics import patch_class_shares
 
 # DCN §1: "We count them using pixels in a single image and get the averages of 44.76° and 51.55° ... the
 # intra-class angle and inter-class angle of all pixels in the whole dataset is 49.28° and 24.91°".
@@ -114,8 +118,6 @@ def pixel_weighted_embeddings(patches: torch.Tensor, labels: torch.Tensor, n_cla
     Returns:
         embeddings (M, D), labels (M,), weights (M,) (the class's share of the patch's pixels), image (M,) index.
     """
-    from nbseg.probes import patch_class_shares
-
     N, h, w, D = patches.shape
     shares = patch_class_shares(labels, (h, w), n_classes, ignore_index).permute(0, 2, 3, 1)   # (N, h, w, C)
     image, row, col, cls = torch.nonzero(shares > 0, as_tuple=True)
@@ -151,9 +153,6 @@ def angle_study(patches: torch.Tensor, labels: torch.Tensor, n_classes: int, *, 
     Args:
         patches: (N, h, w, D) patch embeddings.  labels: (N, H, W) pixel labels (255 = ignore).
     """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
     emb, lab, w, image = pixel_weighted_embeddings(patches, labels, n_classes, ignore_index=ignore_index)
     rows, within, within_w, inter = [], [], [], []
     for i in tqdm(range(patches.shape[0]), desc="angles per image", disable=not progress):
@@ -171,8 +170,6 @@ def angle_study(patches: torch.Tensor, labels: torch.Tensor, n_classes: int, *, 
 def angle_table(studies: dict, *, with_paper: bool = True):
     """DCN's table: one row per (source, scope) with the intra- and inter-class angle, for every study given
     (``{"<backbone> on <dataset>": AngleStudy}``), then DCN's reported numbers, labelled as the paper's."""
-    import pandas as pd
-
     rows = []
     for source, study in studies.items():
         s = study.summary()

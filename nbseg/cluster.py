@@ -241,3 +241,25 @@ def upsample_labels(labels: torch.Tensor, size: int | tuple[int, int]) -> torch.
     # Interpolate as float64 so every integer id (including 255 and -1) survives exactly.
     resized = F.interpolate(batched[:, None].double(), size=out_hw, mode="nearest")[:, 0].to(labels.dtype)
     return resized if labels.ndim == 3 else resized[0]
+
+
+def kmeans_segmentation(patches: torch.Tensor, k: int, *, scope: str = "dataset", size: tuple[int, int] | None = None,
+                        seed: int = 0, n_init: int = 3, metric: str = "cosine") -> torch.Tensor:
+    """Segment by k-means on patch tokens.
+
+    Args:
+        patches: (N, h, w, D).
+        scope: ``"dataset"`` (one clustering over every patch of every image: clusters can mean classes) or
+            ``"image"`` (each image clustered alone: cluster ids mean nothing across images).
+        size: upsample the (N, h, w) cluster map to (N, *size) with nearest.
+    Returns:
+        (N, h, w) or (N, H, W) int64 cluster ids.
+    """
+    if scope == "dataset":
+        labels, _ = kmeans_dataset(patches, k, seed=seed, n_init=n_init, metric=metric)
+        labels = labels.reshape(patches.shape[:3])
+    elif scope == "image":
+        labels = kmeans_per_image(patches, k, seed=seed, n_init=n_init, metric=metric)
+    else:
+        raise ValueError(f"scope must be 'dataset' or 'image', got {scope!r}")
+    return upsample_labels(labels, size) if size is not None else labels

@@ -1,10 +1,13 @@
-"""Run folders: provenance (seed, git revision, package versions, weights sha256) written next to every result."""
+"""Provenance written next to every result: seed, git revision, package versions, and what identifies the frozen
+backbone (:func:`backbone_facts`: name, weights file, sha256, random init, one-line description)."""
 from __future__ import annotations
 
 import platform
 import subprocess
 import sys
 from pathlib import Path
+
+from nbseg.io import sha256_file
 
 
 def git_revision(path: str | Path | None = None) -> str:
@@ -41,3 +44,11 @@ def environment_info() -> dict:
 
 def provenance(seed: int | None = None, **extra) -> dict:
     return {"seed": seed, "git_revision": git_revision(), "environment": environment_info(), **extra}
+
+
+def backbone_facts(backbone) -> dict:
+    """What identifies a frozen backbone in a run: name, weights path, sha256 (of the file; of the state dict for hub
+    or random-init weights), random init, and its one-line description. Every method's ``provenance()`` starts here."""
+    sha = sha256_file(backbone.weights_path) if backbone.weights_path else backbone.weights_sha256
+    return {"backbone": backbone.name, "weights_path": backbone.weights_path, "weights_sha256": sha,
+            "random_init": backbone.random_init, "backbone_description": backbone.describe()}

@@ -11,6 +11,8 @@ Every figure takes a mandatory ``title``: callers put the backbone, the weights 
 Inputs may be torch tensors or numpy arrays. Images are ``(3, H, W)`` float in [0, 1] (the tensor layout) or
 ``(H, W, 3)`` uint8 / float arrays; label maps are ``(H, W)`` integers with ``ignore_index`` (255) for unlabelled
 pixels; masks are ``(H, W)`` booleans.
+
+Length: over 400 lines of small, independent figure functions (one per figure kind the notebooks draw).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Each control keeps its last computed state on the returned widget (``.state``), so tests can drive the sliders
 without a browser and check what a user would see. The numbers behind each view come from a ``*_state`` function
-(or :func:`nbseg.probes_prototypes.quality_view`) that tests can also call directly.
+(or :func:`nbseg.probes.prototypes.quality_view`) that tests can also call directly.
 
 * :func:`saliency_explorer` - image picker, head selector, keep-the-mass threshold slider (notebook 01).
 * :func:`consistency_explorer` - prototype source image, class, similarity threshold (notebook 02).
@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import torch
 
-from nbseg.probes import FeatureSet, foreground_masks
+from nbseg import viz
+from nbseg.cluster import upsample_labels
+from nbseg.evaluation import evaluate
+from nbseg.probes import FeatureSet, foreground_masks, kmeans_segmentation
+from nbseg.probes.attention import best_per_image, threshold_sweep
+from nbseg.probes.prototypes import class_pixel_shares, consistency_view, thing_classes
 from nbseg.saliency import keep_mass_mask, mask_iou, upsample_mask
 
 
-def _show(out, fig) -> None:
+def show_figure(out, fig) -> None:
     """Replace what the ``Output`` widget shows with ``fig``."""
     from IPython.display import display
 
@@ -26,7 +31,7 @@ def _show(out, fig) -> None:
         display(fig)
 
 
-def _observe(box, controls, redraw) -> None:
+def redraw_on_change(box, controls, redraw) -> None:
     """Redraw ``box`` when any control changes, unless ``box.holding`` (controls being set together)."""
     box.holding = False
 
@@ -45,8 +50,6 @@ def _observe(box, controls, redraw) -> None:
 def saliency_state(features: FeatureSet, index: int, head: str | int, fraction: float) -> dict:
     """The numbers behind one view of the saliency explorer: attention map, mask, IoU with the foreground, and the
     image's own best keep-the-mass fraction from the 5%-step sweep (None without labels)."""
-    from nbseg.probes_attention import best_per_image, threshold_sweep
-
     attn = features.attn[index]
     amap = attn.mean(0) if head == "mean" else attn[int(head)]
     mask = keep_mass_mask(amap, fraction)
@@ -68,8 +71,6 @@ def saliency_explorer(features: FeatureSet):
     """
     import ipywidgets as W
 
-    from nbseg import viz
-
     n_heads = features.attn.shape[1]
     image = W.IntSlider(value=0, min=0, max=len(features.ids) - 1, description="image")
     head = W.Dropdown(options=["mean"] + list(range(n_heads)), value="mean", description="head")
@@ -81,12 +82,12 @@ def saliency_explorer(features: FeatureSet):
         box.state = s = saliency_state(features, image.value, head.value, fraction.value)
         score = "" if s["iou"] is None else f" · IoU {s['iou']:.2f} (best {s['best_iou']:.2f} at " \
                                              f"{s['best_fraction']:.0%})"
-        _show(out, viz.mask_figure(features.images[image.value:image.value + 1],
-                                   upsample_mask(s["mask"][None], features.image_size),
-                                   title=f"{features.ids[image.value]} head {head.value} {fraction.value:.0%} mass"
-                                         f"{score} · {features.title()}"))
+        show_figure(out, viz.mask_figure(features.images[image.value:image.value + 1],
+                                        upsample_mask(s["mask"][None], features.image_size),
+                                        title=f"{features.ids[image.value]} head {head.value} {fraction.value:.0%} mass"
+                                              f"{score} · {features.title()}"))
 
-    _observe(box, (image, head, fraction), redraw)
+    redraw_on_change(box, (image, head, fraction), redraw)
     redraw()
     return box
 
@@ -99,11 +100,8 @@ def consistency_explorer(features: FeatureSet, n_classes: int, class_names, *, r
                          fraction: float = 0.6, min_share: float = 0.01, n_show: int = 8):
     """Source-image picker, class selector (the classes of the source image) and threshold slider: how the source's
     prototype segments its class in the other images (AlignSeg Fig. 2). ``.state``:
-    :func:`nbseg.probes_prototypes.consistency_view`."""
+    :func:`nbseg.probes.prototypes.consistency_view`."""
     import ipywidgets as W
-
-    from nbseg import viz
-    from nbseg.probes_prototypes import class_pixel_shares, consistency_view, thing_classes
 
     shares = class_pixel_shares(features.labels, n_classes)
     allowed = thing_classes(list(class_names))
@@ -131,10 +129,10 @@ def consistency_explorer(features: FeatureSet, n_classes: int, class_names, *, r
         box.state = s = consistency_view(features, source.value, klass.value, threshold.value, n_classes,
                                           rule=rule, fraction=fraction, min_share=min_share, n_show=n_show)
         fg = features.labels[s["shown"]] == klass.value
-        _show(out, viz.mask_figure(features.images[s["shown"]], s["masks"], gt_masks=fg,
-                                   title=f"prototype of image {source.value} ({class_names[klass.value]}) · "
-                                         f"{rule} threshold {threshold.value:.2f} · mean IoU {s['iou']:.2f} over "
-                                         f"{len(s['targets'])} images · {features.title()}"))
+        show_figure(out, viz.mask_figure(features.images[s["shown"]], s["masks"], gt_masks=fg,
+                                        title=f"prototype of image {source.value} ({class_names[klass.value]}) · "
+                                              f"{rule} threshold {threshold.value:.2f} · mean IoU {s['iou']:.2f} over "
+                                              f"{len(s['targets'])} images · {features.title()}"))
 
     def source_changed(_):
         box.holding = True
@@ -143,7 +141,7 @@ def consistency_explorer(features: FeatureSet, n_classes: int, class_names, *, r
         box.holding = False
         redraw()
 
-    _observe(box, (klass, threshold), redraw)
+    redraw_on_change(box, (klass, threshold), redraw)
     source.observe(source_changed, names="value")
     redraw()
     return box
@@ -157,11 +155,10 @@ def quality_explorer(backbone, features: FeatureSet, n_classes: int, class_names
                      min_share: float = 0.02):
     """Target image, the two prototype classes with their source images, and a crop (top, left, size): the global
     view and the crop re-segmented at full input size (AlignSeg Fig. 3). ``.state``:
-    :func:`nbseg.probes_prototypes.quality_view`."""
+    :func:`nbseg.probes.prototypes.quality_view`."""
     import ipywidgets as W
 
-    from nbseg import viz
-    from nbseg.probes_prototypes import (QualityCase, class_pixel_shares, quality_cases, quality_view,
+    from nbseg.probes.prototypes import (QualityCase, class_pixel_shares, quality_cases, quality_view,
                                          thing_classes)
 
     H, W_ = features.image_size
@@ -202,7 +199,7 @@ def quality_explorer(backbone, features: FeatureSet, n_classes: int, class_names
             title=f"image {target.value}: global view; crop re-segmented at full size (mIoU "
                   f"{s['miou_local_crop']:.2f}); global view cropped (mIoU {s['miou_global_crop']:.2f}) · "
                   f"{features.title()}")
-        _show(out, fig)
+        show_figure(out, fig)
 
     def classes_changed(_):
         box.holding = True
@@ -216,7 +213,7 @@ def quality_explorer(backbone, features: FeatureSet, n_classes: int, class_names
         box.holding = False
         redraw()
 
-    _observe(box, (target, source_a, source_b, top, left), redraw)
+    redraw_on_change(box, (target, source_a, source_b, top, left), redraw)
     class_a.observe(classes_changed, names="value")
     class_b.observe(classes_changed, names="value")
     size.observe(size_changed, names="value")
@@ -232,10 +229,6 @@ def kmeans_state(features: FeatureSet, index: int, k: int, n_classes: int, datas
                  seed: int = 0) -> dict:
     """Image ``index`` clustered alone with K clusters beside its part of the dataset-level clustering
     ``dataset_labels`` ((N, H, W) cluster ids); each scored on this image with the per-image protocol."""
-    from nbseg.cluster import upsample_labels
-    from nbseg.evaluation import evaluate
-    from nbseg.probes import kmeans_segmentation
-
     alone = kmeans_segmentation(features.patches[index:index + 1], k, scope="image", seed=seed)
     alone = upsample_labels(alone, features.image_size)[0]
     whole = dataset_labels[index]
@@ -251,9 +244,6 @@ def kmeans_explorer(features: FeatureSet, n_classes: int, *, k: int = 5, k_max: 
     per K), side by side with the ground truth. ``.state``: :func:`kmeans_state`."""
     import ipywidgets as W
 
-    from nbseg import viz
-    from nbseg.probes import kmeans_segmentation
-
     cache: dict[int, torch.Tensor] = {}
     slider = W.IntSlider(value=k, min=2, max=k_max, description="K")
     image = W.IntSlider(value=0, min=0, max=len(features.ids) - 1, description="image")
@@ -266,12 +256,12 @@ def kmeans_explorer(features: FeatureSet, n_classes: int, *, k: int = 5, k_max: 
                                                       size=features.image_size, seed=seed)
         box.state = s = kmeans_state(features, image.value, slider.value, n_classes, cache[slider.value], seed=seed)
         i = image.value
-        _show(out, viz.segmentation_grid(
+        show_figure(out, viz.segmentation_grid(
             features.images[i:i + 1], {"ground truth": features.labels[i:i + 1], "per-image k-means":
                                        s["per_image"][None], "dataset k-means": s["dataset"][None]},
             title=f"image {i}, K={slider.value} · per-image protocol mIoU: alone {s['miou_per_image']:.2f}, "
                   f"dataset {s['miou_dataset']:.2f} · {features.title()}"))
 
-    _observe(box, (slider, image), redraw)
+    redraw_on_change(box, (slider, image), redraw)
     redraw()
     return box

@@ -9,7 +9,7 @@ from nbseg.data.multicrop import (MultiCropDataset, MultiCropSpec, box_intersect
                                   multicrop, sample_multicrop_boxes)
 from nbseg.errors import ConfigError, DataError
 from nbseg.methods.alignseg import AlignSeg, AlignSegConfig, AlignSegDecoder, prototype_similarity, segment
-from nbseg.methods.alignseg_losses import (alignment_terms, alignseg_loss_terms, clamped_prototype_correlation,
+from nbseg.methods.alignseg.losses import (alignment_terms, alignseg_loss_terms, clamped_prototype_correlation,
                                            correlation_loss_official, correlation_loss_paper, dense_correlation,
                                            prototype_infonce_paper, prototype_ntxent_official, saliency_pair_mask,
                                            softmax_prototype_correlation, spatially_centred, token_prototype_cosine,

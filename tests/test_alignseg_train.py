@@ -12,7 +12,7 @@ import torch
 
 from nbseg.cli import main as nbseg_main
 from nbseg.methods.alignseg import CropFeatureCache
-from nbseg.methods.alignseg_eval import (evaluate_alignseg, load_alignseg, load_alignseg_config, predict_features,
+from nbseg.methods.alignseg.evaluation import (evaluate_alignseg, load_alignseg, load_alignseg_config, predict_features,
                                          run_alignseg, train_alignseg)
 from nbseg.train import CheckpointError, load_checkpoint, step_schedule
 
@@ -221,7 +221,7 @@ def test_segment_writes_labels_and_overlays_and_skips_corrupt_files(full_run, tm
 # ----------------------------------------------------------------------------------------------------------
 
 def test_tables_label_the_paper_and_this_run(full_run):
-    from nbseg.methods.alignseg_figures import table_i, table_i_wide, table_iv
+    from nbseg.methods.alignseg.figures import table_i, table_i_wide, table_iv
 
     run, _ = full_run
     t1 = table_i(run.evaluation)
@@ -235,7 +235,7 @@ def test_tables_label_the_paper_and_this_run(full_run):
 
 
 def test_table_ii_collection(tmp_path):
-    from nbseg.methods.alignseg_batch import PAPER_COLUMN, collect_table_ii, table_ii_sets
+    from nbseg.methods.alignseg.ablations import PAPER_COLUMN, collect_table_ii, table_ii_sets
 
     assert list(table_ii_sets(smoke=True)) == ["baseline", "L_corr only", "L_proto only"]
     assert table_ii_sets(["L_corr only"])["L_corr only"] == {"OVERRIDES": {"alpha": 0.0}}

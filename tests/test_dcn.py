@@ -1,5 +1,5 @@
 """DCN: the modularity loss against networkx and hand values, the decoder, training on a tiny cached set, and the
-region-classification pieces (nbseg.regions) on constructed inputs whose answers are known."""
+region-classification pieces (nbseg.methods.dcn.regions) on constructed inputs whose answers are known."""
 import itertools
 import math
 from types import SimpleNamespace
@@ -10,11 +10,11 @@ import torch.nn.functional as F
 
 from nbseg.config import load_config
 from nbseg.errors import ConfigError
-from nbseg.methods.dcn import (DCN, DCNConfig, DCNDecoder, PrototypeAttention, count_regions, hard_assignment, soft_assignment,
-                               training_dataset)
-from nbseg.methods.dcn_losses import (cosine_affinity, hard_comembership, hard_modularity, modularity,
+from nbseg.methods.dcn import (DCN, DCNConfig, DCNDecoder, PrototypeAttention, count_regions, hard_assignment,
+                              soft_assignment, training_dataset)
+from nbseg.methods.dcn.losses import (cosine_affinity, hard_comembership, hard_modularity, modularity,
                                       modularity_loss, soft_comembership)
-from nbseg import regions as R
+from nbseg.methods.dcn import regions as R
 
 nx = pytest.importorskip("networkx")
 

@@ -9,7 +9,7 @@ import torch
 from nbseg import backbones
 from nbseg.data import load_dataset
 from nbseg.data.base import resize_pair
-from nbseg.feature_cache import (CacheError, CachedFeatureDataset, FeatureCache, build_feature_cache, cache_key,
+from nbseg.features.cache import (CacheError, CachedFeatureDataset, FeatureCache, build_feature_cache, cache_key,
                                  weights_id)
 from nbseg.train.data import epoch_loader, rank_batches
 

@@ -41,7 +41,7 @@ def test_smoke_run_records_both_protocols_and_the_figures(executed):
 
 
 def test_table_ii_smoke_batch(tmp_path):
-    from nbseg.methods.alignseg_batch import run_table_ii
+    from nbseg.methods.alignseg.ablations import run_table_ii
 
     table = run_table_ii(tmp_path, ["baseline", "L_proto only"], profile="smoke")
     assert table["status"].tolist() == ["ok", "ok"]

@@ -85,7 +85,7 @@ def test_smoke_run_files(executed):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from nbseg.methods import dcn_eval as de
+    from nbseg.methods.dcn import evaluation as de
 
     root = tmp_path_factory.mktemp("dcn_tiny")
     cfg = de.notebook_config(None, {"random_init": True, "input_size": 48, "region_size": 32, "n_stages": 1,
@@ -97,7 +97,7 @@ def tiny(tmp_path_factory):
 
 
 def test_train_resumes_and_reloads(tiny):
-    from nbseg.methods import dcn_eval as de
+    from nbseg.methods.dcn import evaluation as de
 
     cfg, run_dir, method, summary, _ = tiny
     assert summary["steps"] == summary["total_steps"] == 4 and summary["finished"]
@@ -129,7 +129,7 @@ def test_evaluation_tables_and_metrics(tiny):
 
 def test_region_explorer_without_a_browser(tiny):
     pytest.importorskip("ipywidgets")
-    from nbseg.methods import dcn_figures as dfig
+    from nbseg.methods.dcn import figures as dfig
 
     ev = tiny[-1]
     box = dfig.region_explorer(ev)
@@ -142,7 +142,7 @@ def test_region_explorer_without_a_browser(tiny):
 
 
 def test_open_choices_come_from_the_docstrings():
-    from nbseg.methods.dcn_eval import open_choices
+    from nbseg.methods.dcn.evaluation import open_choices
 
     parts = open_choices()
     dcn, regions = parts.values()

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from nbseg.probes_attention import (best_per_image, head_maps, summarise_sweep, sweep_curves, sweep_thresholds,
+from nbseg.probes.attention import (best_per_image, head_maps, summarise_sweep, sweep_curves, sweep_thresholds,
                                     threshold_masks, threshold_sweep)
 
 

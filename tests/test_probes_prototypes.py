@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from nbseg.probes_prototypes import (QualityCase, attention_prototypes, class_images, class_mean_embeddings,
+from nbseg.probes.prototypes import (QualityCase, attention_prototypes, class_images, class_mean_embeddings,
                                      class_pixel_shares, consistency_view, crop_boxes, local_view_segmentation,
                                      masked_prototypes, own_class_top1, prototype_class_similarity,
                                      prototype_segmentation, quality_cases, quality_view, semantic_consistency,

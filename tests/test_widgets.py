@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nbseg.probes import saliency_iou
-from nbseg.probes_prototypes import consistency_view
+from nbseg.probes.prototypes import consistency_view
 from nbseg.widgets import (consistency_explorer, kmeans_explorer, kmeans_state, quality_explorer, saliency_explorer,
                            saliency_state)
 from tests.fakes import CLASS_NAMES, ColourBackbone, colour_features

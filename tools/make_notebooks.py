@@ -2,11 +2,14 @@
 
     python tools/make_notebooks.py        # rewrites notebooks/*.ipynb without outputs
 """
+import os
 from pathlib import Path
 
 import nbformat
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+# Where the notebooks are written: notebooks/ (NBSEG_NOTEBOOKS_OUT elsewhere: tests/test_notebook_sources.py writes
+# them to a temporary folder and compares them with the committed ones).
+NOTEBOOKS = Path(os.environ.get("NBSEG_NOTEBOOKS_OUT") or Path(__file__).resolve().parents[1] / "notebooks")
 
 
 def notebook(cells):
@@ -204,7 +207,7 @@ oracle) and the single best fraction over the dataset, for the trained backbone 
 SALIENCY_FRACTION = 0.6     # attention mass kept in the static mask figures and the widget (DINO / AlignSeg: 0.6)
 """)),
     ("code", probe_setup("SALIENCY_FRACTION=float", """
-from nbseg import probes_attention
+from nbseg.probes import attention as probes_attention
 from nbseg.saliency import dino_saliency
 """)),
     ("md", "## CLS attention per head and head mean, with each head's keep-the-mass mask"),
@@ -287,7 +290,7 @@ EMBED_POINTS = 2000         # patches per panel of the embedding plot
 """)),
     ("code", probe_setup("SIMILARITY_RULE=str, SALIENCY_FRACTION=float, MIN_SHARE=float, "
                          "SHOW_CLASS=(int, type(None)), EMBED_POINTS=int", """
-from nbseg.probes_prototypes import consistency_view, semantic_consistency, thing_classes
+from nbseg.probes.prototypes import consistency_view, semantic_consistency, thing_classes
 from nbseg.saliency import dino_saliency
 """)),
     ("md", "## Every class: the prototype of one image against the class in 1, 2, 4, ... and all images"),
@@ -372,7 +375,7 @@ TILES = 2                   # local view: TILES x TILES crops, each re-segmented
 TABLE_TEMPERATURE = 0.1     # softmax temperature of the prototype-class similarity table (AlignSeg Table IV)
 """)),
     ("code", probe_setup("SALIENCY_FRACTION=float, MIN_SHARE=float, TILES=int, TABLE_TEMPERATURE=float", """
-from nbseg.probes_prototypes import own_class_top1, semantic_quality, source_prototype_table
+from nbseg.probes.prototypes import own_class_top1, semantic_quality, source_prototype_table
 from nbseg.saliency import dino_saliency
 """)),
     ("md", "## Global vs local view, salient vs non-salient region"),

@@ -17,7 +17,7 @@ ALIGNSEG = [
 
 AlignSeg (Liu et al., TPAMI 2024): a frozen self-supervised ViT, a one-layer Transformer decoder with K learnable
 prototypes, trained by prototype-image and global-local alignment; inference is one argmax per pixel. This notebook
-trains (or **resumes**: rerunning continues the run folder) through `nbseg.methods.alignseg_eval`, then scores it
+trains (or **resumes**: rerunning continues the run folder) through `nbseg.methods.alignseg.evaluation`, then scores it
 with **both protocols** beside **per-image** and **dataset-level k-means** on the same frozen features:
 dataset-level Hungarian matching (one confusion matrix over the split) and AlignSeg's released per-image
 many-to-one precision protocol at 100x100. Figures: qualitative grid (Fig. 5 / 8), AlignSeg vs k-means (Fig. 9),
@@ -27,7 +27,8 @@ Table I with the paper's numbers **labelled as the paper's**.
 Defaults: the synthetic world with nbseg's **embedded** ViT-Tiny/8: never a paper's number. With the paper's data and
 weights: `CONFIG="voc"`, `DATASET="voc"`, `DATA_ROOT="/path/VOC2012"`, `BACKBONE="vit_small_patch16_224.dino"`,
 `WEIGHTS="/path/dino_deitsmall16_pretrain.pth"` (the config holds the released settings and schedule).
-Table II's ablations run this notebook as a papermill batch: `nbseg ablate alignseg OUT --profile smoke|full`.
+Table II's ablations run through the library, one run folder each, into one table: `nbseg ablate alignseg OUT
+--profile smoke|full`; `OVERRIDES` and `EPOCH_SCALE` here rerun one of them by hand.
 """),
     ("parameters", """
 SMOKE = False               # smoke profile: 64 train images, batch 16, 2 epochs, 32 scored images (CI)
@@ -49,7 +50,7 @@ TRAIN_LIMIT = None          # train on the first N images; None: the whole split
 VAL_LIMIT = None            # score the first N images; None: the whole split (smoke: 32)
 EPOCH_EVAL = True           # score AlignSeg at every epoch end (a curve)
 KMEANS = True               # per-image and dataset-level k-means baselines with the same K
-FIGURES = True              # draw the figures and Table IV (the Table II batch turns them off)
+FIGURES = True              # draw the figures and Table IV
 N_SHOW = 6                  # images in the qualitative figures (smoke: 3)
 N_TSNE = 2                  # images in the t-SNE figure (Fig. 7)
 TABLE_TEMPERATURE = 0.1     # Table IV softmax temperature (the released script scales cosines by 10)
@@ -62,7 +63,7 @@ import torch
 from IPython.display import display
 
 from nbseg.io import atomic_write_json, atomic_write_text, save_figure
-from nbseg.methods import alignseg_eval as ae, alignseg_figures as af
+from nbseg.methods.alignseg import evaluation as ae, figures as af
 from nbseg.notebook_tools import require_types
 
 require_types(globals(), SMOKE=bool, INTERACTIVE=bool, SEED=int, OUT_DIR=str, RUN_DIR=(str, type(None)),

@@ -1,10 +1,11 @@
 """Write notebook 11_dcn (DCN: train, the region grid of Fig. 4, Tables 1-2, Fig. 5, region-count analysis) from its
 cell sources, with no outputs. Reuses ``notebook()`` from ``tools/make_notebooks.py``. The list of the choices the
-paper leaves open is read from the docstrings of ``nbseg.methods.dcn`` and ``nbseg.regions`` when the notebook is
-written, so notebook and code say the same thing.
+paper leaves open is read from the docstrings of ``nbseg.methods.dcn`` and ``nbseg.methods.dcn.regions`` when the
+notebook is written, so notebook and code say the same thing.
 
     python tools/notebooks_dcn.py        # rewrites notebooks/11_dcn.ipynb
 """
+import runpy
 import sys
 from pathlib import Path
 
@@ -16,9 +17,13 @@ from make_notebooks import NOTEBOOKS, notebook  # noqa: E402
 STEM = "11_dcn"
 
 
-def cells() -> list:
-    from nbseg.methods.dcn_eval import open_choices_markdown
+# The open choices are read from the code's docstrings by nbseg/methods/dcn/choices.py, run as a file (standard
+# library only): the generator never imports nbseg.
+CHOICES = Path(__file__).resolve().parents[1] / "nbseg" / "methods" / "dcn" / "choices.py"
 
+
+def cells() -> list:
+    open_choices_markdown = runpy.run_path(str(CHOICES))["open_choices_markdown"]
     return [
         ("md", """
 # 11 · DCN: dynamic clustering of a frozen ViT's pixel embeddings
@@ -31,7 +36,7 @@ without labels (Sec. 4): masked region crops through the ViT, foreground regions
 split (Table 1, mean +- std over seeds) and weighted k-NN against training regions (Table 2).
 
 This notebook trains DCN (or **resumes** it: rerunning continues the run folder) on cached features through
-`nbseg.methods.dcn_eval`, then draws the region grid (Fig. 4), Tables 1-2 with the paper's numbers **labelled as
+`nbseg.methods.dcn.evaluation`, then draws the region grid (Fig. 4), Tables 1-2 with the paper's numbers **labelled as
 the paper's** (PASCAL VOC 2012 val, DINO ViT-S/8), the retrieval grid (Fig. 5) and the region-count analysis
 (regions per image against ground-truth classes per image).
 
@@ -70,7 +75,7 @@ import torch
 from IPython.display import Image, Markdown, display
 
 from nbseg.io import atomic_write_json, atomic_write_text, save_figure
-from nbseg.methods import dcn_eval as de, dcn_figures as dfig
+from nbseg.methods.dcn import evaluation as de, figures as dfig
 from nbseg.notebook_tools import require_types
 
 require_types(globals(), SMOKE=bool, INTERACTIVE=bool, SEED=int, OUT_DIR=str, CONFIG=(str, type(None)), DATASET=str,
@@ -90,7 +95,7 @@ print(f"DCN: K={cfg.n_prototypes} prototypes, {cfg.n_stages} stages, {cfg.data}/
       f"batch {cfg.batch_size}, lr {cfg.lr}, {cfg.max_steps} iterations")
 """),
         ("md", "## The choices the paper leaves open, and ours\n\n(Read from the docstrings of "
-               "`nbseg.methods.dcn` and `nbseg.regions` when this notebook was written.)\n\n"
+               "`nbseg.methods.dcn` and `nbseg.methods.dcn.regions` when this notebook was written.)\n\n"
                + open_choices_markdown()),
         ("md", "## Train (resumable) on cached features"),
         ("code", """

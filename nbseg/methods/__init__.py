@@ -1,9 +1,17 @@
-"""Segmentation methods, one module per method. Each method is an ``nn.Module`` holding its frozen backbone as
-``backbone`` (``frozen_prefixes = ("backbone.",)``), with ``training_step(batch, step) -> dict``,
-``predict(images) -> (B, H, W)`` labels and ``provenance() -> dict``.
+"""Segmentation methods: one folder per method, one contract, one registry.
 
-* :mod:`nbseg.methods.alignseg` - AlignSeg (Liu et al., TPAMI 2024); its pure losses are in
-  :mod:`nbseg.methods.alignseg_losses`, its workflows in ``alignseg_eval`` / ``alignseg_figures`` /
-  ``alignseg_segment`` / ``alignseg_batch``.
-* :mod:`nbseg.methods.cli` - ``nbseg train``, ``nbseg evaluate``, ``nbseg segment``, ``nbseg ablate``.
+* :mod:`nbseg.methods.base` - the contract (the model protocol, :class:`MethodSpec`) and the registry
+  (:func:`register`, :func:`get_method`, :func:`method_names`, :func:`method_for_kind`).
+* :mod:`nbseg.methods.workflow` - config / train / load / run / ablate, written once for every method;
+  :mod:`nbseg.methods.segment` - label PNGs and overlays of a user's images with any trained model.
+* :mod:`nbseg.methods.cli` - ``nbseg train|evaluate|segment|ablate METHOD``, resolved through the registry.
+* :mod:`nbseg.methods.alignseg` - AlignSeg (Liu et al., TPAMI 2024); :mod:`nbseg.methods.dcn` - DCN (Li et al. 2022).
+
+A method imports the shared layers (backbones, data, features, evaluation, probes, training loop) and never
+another method. Adding one: ARCHITECTURE.md.
 """
+from nbseg.methods.base import (Ablation, MethodSpec, PaperNumbers, SegmentationModel, get_method, method_for_kind,
+                                method_names, register, unregister)
+
+__all__ = ["Ablation", "MethodSpec", "PaperNumbers", "SegmentationModel", "register", "unregister", "get_method",
+           "method_names", "method_for_kind"]

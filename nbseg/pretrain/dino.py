@@ -14,9 +14,11 @@ The pieces of the method as pure functions and small modules, each named after w
 * :func:`clip_gradients_` - DINO clips each parameter's gradient norm separately.
 * :class:`DINOHead` - the projection head: 3-layer MLP -> L2 normalisation -> weight-normalised last layer
   (its norm fixed at 1, ``norm_last_layer=True``).
-* :class:`MultiCropAugmentation` - 2 global + N local views with DINO's photometric augmentations, drawn from an
-  explicit ``torch.Generator`` so the views of sample ``i`` at epoch ``e`` depend only on (seed, e, i): that is
-  what makes a resumed run identical to an uninterrupted one.
+* DINO's multi-crop views (:class:`~nbseg.data.multicrop.MultiCropAugmentation`, re-exported here) live with the
+  other multi-crop code in :mod:`nbseg.data.multicrop`.
+
+Length: over 400 lines: DINO's pieces and the optional patch-level objectives beside them; to be split with
+``pretrain()`` (see :mod:`nbseg.pretrain.train`).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
+from nbseg.data.multicrop import MultiCropAugmentation, MultiCropConfig, random_resized_crop_box
 from nbseg.train.schedules import cosine_schedule
 
 __all__ = ["dino_loss", "centered_teacher_probs", "sinkhorn_knopp_teacher_probs", "teacher_probs", "updated_center", "cosine_schedule", "teacher_temperature_schedule", "ema_update_",
@@ -420,96 +423,3 @@ class StudentTeacherNet(nn.Module):
         return cls_logits, patch_z if patch_embeddings else self.head.prototype_logits(patch_z)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Multi-crop augmentation with an explicit generator
-# ----------------------------------------------------------------------------------------------------------
-
-@dataclass
-class MultiCropConfig:
-    """Crop sizes scale with the data: DINO uses 224 / 96 px on ImageNet; the 96-px world uses 64 / 32."""
-
-    global_size: int = 64
-    local_size: int = 32
-    n_local: int = 4
-    global_scale: tuple[float, float] = (0.25, 1.0)
-    local_scale: tuple[float, float] = (0.05, 0.25)
-    colour_jitter: float = 0.4       # brightness / contrast / saturation strength, applied with p=0.8
-    hue: float = 0.1                 # max hue shift (a fraction of the colour circle; 0.5 = any hue)
-    grayscale_p: float = 0.2
-    colour_lut_p: float = 0.0        # random smooth colour map per view (batched path only; nbseg's, for the world)
-    colour_lut_size: int = 4
-
-
-def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * torch.rand((), generator=gen).item()
-
-
-def random_resized_crop_box(height: int, width: int, scale: tuple[float, float], gen: torch.Generator,
-                            ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
-    """(top, left, h, w) of a crop covering ``scale`` of the area with log-uniform aspect ``ratio``
-    (torchvision's RandomResizedCrop rule, sampled from ``gen``)."""
-    area = height * width
-    for _ in range(10):
-        target = area * _uniform(gen, *scale)
-        aspect = math.exp(_uniform(gen, math.log(ratio[0]), math.log(ratio[1])))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, (1,), generator=gen))
-            left = int(torch.randint(0, width - w + 1, (1,), generator=gen))
-            return top, left, h, w
-    side = min(height, width)                   # fallback: centre crop
-    return (height - side) // 2, (width - side) // 2, side, side
-
-
-class MultiCropAugmentation:
-    """DINO's augmentation: 2 global views (blur p=1.0 / p=0.1, solarise p=0.2 on the second) and ``n_local``
-    local views (blur p=0.5), each with flip, colour jitter (p=0.8) and grayscale (p=0.2).
-
-    ``__call__(image (3, H, W) float in [0, 1], gen)`` returns a list of views in [0, 1]: globals first.
-    """
-
-    def __init__(self, cfg: MultiCropConfig):
-        self.cfg = cfg
-
-    def _photometric(self, x: torch.Tensor, gen: torch.Generator, blur_p: float, solarize_p: float) -> torch.Tensor:
-        cfg = self.cfg
-        if torch.rand((), generator=gen) < 0.5:
-            x = TF.horizontal_flip(x)
-        if torch.rand((), generator=gen) < 0.8:
-            s = cfg.colour_jitter
-            order = torch.randperm(4, generator=gen).tolist()
-            factors = [_uniform(gen, 1 - s, 1 + s), _uniform(gen, 1 - s, 1 + s), _uniform(gen, 1 - s, 1 + s),
-                       _uniform(gen, -cfg.hue, cfg.hue)]
-            for op in order:
-                if op == 0:
-                    x = TF.adjust_brightness(x, factors[0])
-                elif op == 1:
-                    x = TF.adjust_contrast(x, factors[1])
-                elif op == 2:
-                    x = TF.adjust_saturation(x, factors[2])
-                else:
-                    x = TF.adjust_hue(x, factors[3])
-        if torch.rand((), generator=gen) < cfg.grayscale_p:
-            x = TF.rgb_to_grayscale(x, num_output_channels=3)
-        if torch.rand((), generator=gen) < blur_p:
-            sigma = _uniform(gen, 0.1, 2.0) * x.shape[-1] / 224 * 2   # DINO's sigma range, scaled to the crop size
-            kernel = max(3, int(2 * math.ceil(3 * sigma) + 1))
-            x = TF.gaussian_blur(x, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
-        if torch.rand((), generator=gen) < solarize_p:
-            x = TF.solarize(x, threshold=0.5)
-        return x.clamp(0, 1)
-
-    def __call__(self, image: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
-        cfg = self.cfg
-        H, W = image.shape[-2:]
-        views = []
-        for i, (blur_p, sol_p) in enumerate(((1.0, 0.0), (0.1, 0.2))):
-            t, l, h, w = random_resized_crop_box(H, W, cfg.global_scale, gen)
-            crop = TF.resized_crop(image, t, l, h, w, [cfg.global_size, cfg.global_size], antialias=True)
-            views.append(self._photometric(crop, gen, blur_p, sol_p))
-        for _ in range(cfg.n_local):
-            t, l, h, w = random_resized_crop_box(H, W, cfg.local_scale, gen)
-            crop = TF.resized_crop(image, t, l, h, w, [cfg.local_size, cfg.local_size], antialias=True)
-            views.append(self._photometric(crop, gen, 0.5, 0.0))
-        return views

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nbseg.config import from_dict
 from nbseg.errors import ConfigError, NbsegError
 
 CHECKPOINT = "checkpoint.pt"
@@ -139,8 +140,6 @@ def build_from_checkpoint(path: str | Path, config_class: type, factory: Callabl
     """Rebuild a trained method: the config from the checkpoint, ``factory(config)`` for the module, then its
     trainable state. Checks the kind (``expected_kind``, default the built class's name) and the provenance of the
     frozen parts. Returns ``(method, config, checkpoint)``; the method is in eval mode, on the factory's device."""
-    from nbseg.config import from_dict
-
     state = load_checkpoint(path, expected_kind)
     cfg = from_dict(config_class, state["config"], source=f"{path} (stored config)")
     method = factory(cfg)

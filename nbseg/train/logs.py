@@ -13,17 +13,16 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from nbseg.io import atomic_write_text
+from nbseg.config import dump_yaml
+from nbseg.io import atomic_write_json, atomic_write_text
+from nbseg.runs import provenance
+from nbseg.viz import curve_figure
 
 
 def start_run_folder(run_dir: str | Path, cfg: Any, provenance_extra: Callable[[], dict]) -> None:
     """Create ``run_dir``, write the resolved config (every start) and, on the first start only, ``provenance.json``
     (seed, git revision, environment and ``provenance_extra()``, e.g. weights sha256; called only then, since
     hashing a weights file takes time). Rank 0 calls this."""
-    from nbseg.config import dump_yaml
-    from nbseg.io import atomic_write_json
-    from nbseg.runs import provenance
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
@@ -52,8 +51,6 @@ def write_log(path: str | Path, rows: Sequence[Mapping], fields: Sequence[str]) 
 
 def curves_figure(rows: Sequence[Mapping], series: Mapping[str, str], title: str, ylabel: str = "loss"):
     """One line per ``{label: column}`` of the log rows over their ``step`` column (empty cells are skipped)."""
-    from nbseg.viz import curve_figure
-
     steps = np.array([float(r["step"]) for r in rows])
     ys = {label: np.array([float(r[col]) if r.get(col) not in (None, "") else np.nan for r in rows])
           for label, col in series.items()}

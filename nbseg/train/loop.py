@@ -47,10 +47,12 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm.auto import tqdm
 
 from nbseg.config import to_dict
 from nbseg.errors import ConfigError, NbsegError
 from nbseg.io import atomic_torch_save, save_figure
+from nbseg.runs import git_revision
 from nbseg.train.checkpoint import (CHECKPOINT, FORMAT, RESUME_FREE_KEYS, check_provenance, check_resume_config,
                                     frozen_prefixes, load_checkpoint, load_trainable_state, rng_state, set_rng_state,
                                     trainable_state)
@@ -179,10 +181,6 @@ def fit(method: nn.Module, dataset, cfg: TrainConfig, run_dir: str | Path, *, co
 
     Returns ``{"steps", "total_steps", "epoch", "loss", "seconds", "run_dir", "finished", "metrics"}``.
     """
-    from tqdm.auto import tqdm
-
-    from nbseg.runs import git_revision
-
     cfg.validate()
     _check_method(method)
     run_dir = Path(run_dir)

@@ -29,6 +29,8 @@ readable, shape and dtype, file long enough); a truncated or damaged file is a :
 file and the fix (delete the folder or pass ``rebuild=True``). ``verify=True`` also compares the arrays' sha256.
 :class:`CachedFeatureDataset` follows the training loop's data contract (``dataset[(index, seed)]``, see
 :mod:`nbseg.train.loop`) and yields ``{"index", "patches", ...}`` dicts that the default collate stacks.
+
+Length: just over 400 lines: building, resuming and reading the cache share its on-disk format, kept in one place.
 """
 from __future__ import annotations
 
@@ -42,7 +44,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from nbseg.backbones import Features
+from nbseg.data.base import resize_pair
 from nbseg.errors import DataError
 from nbseg.io import atomic_write_json, sha256_file
 
@@ -223,8 +228,6 @@ class FeatureCache:
 
     def features(self, index=slice(None), device: str | torch.device = "cpu"):
         """:class:`nbseg.backbones.Features` (float32) of the images ``index`` (an int, slice or index array)."""
-        from nbseg.backbones import Features
-
         def get(a):
             return torch.from_numpy(np.asarray(a[index], dtype=np.float32)).to(device)
         return Features(patches=get(self.patches), cls=get(self.cls), attn=get(self.attn))
@@ -314,8 +317,6 @@ def _read_progress(path: Path, key: dict, shapes: dict) -> int:
 
 
 def _load_images(dataset, indices: range, size: tuple[int, int]) -> torch.Tensor:
-    from nbseg.data.base import resize_pair
-
     return torch.stack([resize_pair(dataset[i].image, None, size)[0] for i in indices])
 
 
@@ -339,8 +340,6 @@ def build_feature_cache(backbone, dataset, input_size: int | Sequence[int], *, r
     Returns:
         the opened :class:`FeatureCache`.
     """
-    from tqdm.auto import tqdm
-
     size = _pair(input_size)
     p = backbone.patch_size
     if size[0] % p or size[1] % p:

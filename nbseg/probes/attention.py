@@ -13,6 +13,7 @@ read off the best threshold per image (an oracle no method has) and over the dat
 """
 from __future__ import annotations
 
+import pandas as pd
 import torch
 
 from nbseg.saliency import keep_mass_mask, mask_iou, upsample_mask
@@ -68,8 +69,6 @@ def threshold_sweep(maps: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor
         pandas DataFrame, one row per (image, map, threshold): columns ``image``, ``map``, ``threshold``,
         ``iou`` (the mask nearest-upsampled to (H, W), IoU over valid pixels, :func:`nbseg.saliency.mask_iou`).
     """
-    import pandas as pd
-
     _check_rule(rule)
     if maps.ndim == 3:
         maps = maps[:, None]
@@ -117,8 +116,6 @@ def summarise_sweep(table):
     Columns ``map``, ``dataset_threshold``, ``dataset_iou``, ``per_image_best_iou``, ``per_image_threshold_median``,
     ``per_image_threshold_iqr``.
     """
-    import pandas as pd
-
     curves = sweep_curves(table)
     per_image = best_per_image(table).groupby("map", sort=False)
     rows = []

@@ -7,9 +7,10 @@ Pieces (Sec. IV of the paper; the released code as described in docs/official_im
   tokens, self-attention among prototypes, FFN], each with a residual and a post-LayerNorm (Mask2Former-style, no
   positional embeddings, dropout 0, FFN D -> ffn_dim -> D with ReLU; Linear weights trunc-normal(0.02), prototypes
   N(0, 1) as the released ``nn.Embedding``). ``decoder(tokens)`` gives the image-adapted prototypes P^x (Eq. 1).
-* :func:`prototype_similarity` (Eq. 2) and :func:`segment` (Eq. 3, argmax after bilinear upsampling).
+* Eq. (2) and (3) (cosine to the prototypes, argmax after bilinear upsampling) are the shared
+  :func:`nbseg.prototype_scores.prototype_cosine_maps` and :func:`~nbseg.prototype_scores.segment_by_argmax`.
 * :class:`AlignSeg` - the method: frozen ``backbone``, ``decoder``, ``training_step``, ``predict``, ``provenance``.
-* The losses are pure functions in :mod:`nbseg.methods.alignseg_losses`; the crops in :mod:`nbseg.data.multicrop`.
+* The losses are pure functions in :mod:`nbseg.methods.alignseg.losses`; the crops in :mod:`nbseg.data.multicrop`.
 
 Where the paper and the released code differ, ``AlignSegConfig.variant`` picks (every result must say which):
 
@@ -47,27 +48,33 @@ Our choices, stated:
   is the shared loop's alternative. The world config raises lr to 2e-3 (see its comment). The official L_corr is a
   sum over the batch, so under DDP each process's loss covers its local batch only (the gradient is then 1/world of
   the single-process one for that term).
-* :class:`CropFeatureCache` (optional, in memory) keeps the frozen backbone's tokens and saliency masks of training
-  crops keyed by (image, item seed), so runs that see the same crops (ablations over K, L, the losses, h, lr or the
-  variant with one seed) run the backbone once. It changes the speed, not the result.
-* Workflows: train / resume / evaluate with both protocols beside k-means in :mod:`nbseg.methods.alignseg_eval`, the
-  paper's tables and figures in :mod:`~nbseg.methods.alignseg_figures`, user images in
-  :mod:`~nbseg.methods.alignseg_segment`, the Table II notebook batch in :mod:`~nbseg.methods.alignseg_batch`, the
-  commands in :mod:`nbseg.methods.cli`.
+* :class:`~nbseg.methods.alignseg.crop_cache.CropFeatureCache` (optional, in memory) keeps the frozen backbone's
+  tokens and saliency masks of training crops, so runs that see the same crops run the backbone once (speed only).
+* Evaluation in :mod:`~nbseg.methods.alignseg.evaluation`, tables and figures in :mod:`~nbseg.methods.alignseg.figures`,
+  Table II in :mod:`~nbseg.methods.alignseg.ablations`; training, reloading, the commands and user images are the
+  generic :mod:`nbseg.methods.workflow`, :mod:`~nbseg.methods.cli` and :mod:`~nbseg.methods.segment`.
 * When the global and local crops have the same size, all crops go through the backbone and the decoder in one
   batch (each crop is still its own batch entry, so nothing mixes between crops).
+
+Length: just over 400 lines, a sixth of them the docstring above, which records where paper and released
+code differ.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from nbseg.backbones import resize_to_patch_multiple
+from nbseg.data import ResizeSquare, load_dataset
 from nbseg.data.multicrop import MultiCropDataset, MultiCropSpec
 from nbseg.errors import ConfigError
-from nbseg.methods.alignseg_losses import VARIANTS, alignseg_loss_terms, check_variant, token_prototype_cosine
+from nbseg.methods.alignseg.crop_cache import CropFeatureCache
+from nbseg.methods.alignseg.losses import VARIANTS, alignseg_loss_terms, check_variant
+from nbseg.methods.base import frozen_backbone
+from nbseg.prototype_scores import prototype_cosine_maps, segment_by_argmax
+from nbseg.runs import backbone_facts
 from nbseg.saliency import alignseg_saliency
 from nbseg.train import TrainConfig
 
@@ -221,75 +228,6 @@ class AlignSegDecoder(nn.Module):
         return q
 
 
-def prototype_similarity(patches: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-    """Eq. (2) on a token grid: patches (B, h, w, D), prototypes (B, K, D) -> cosines (B, K, h, w)."""
-    B, h, w, D = patches.shape
-    s = token_prototype_cosine(patches.reshape(B, h * w, D), prototypes)          # (B, hw, K)
-    return s.transpose(1, 2).reshape(B, -1, h, w)
-
-
-def segment(similarity: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Eq. (3): bilinearly upsample (B, K, h, w) similarities to ``size`` (H, W), then argmax over K -> (B, H, W)
-    int64 labels in [0, K)."""
-    if tuple(similarity.shape[-2:]) != tuple(size):
-        similarity = F.interpolate(similarity, size=tuple(size), mode="bilinear", align_corners=False)
-    return similarity.argmax(dim=1)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Frozen features of training crops, shared between runs
-# ----------------------------------------------------------------------------------------------------------
-
-class CropFeatureCache:
-    """In-memory store of the frozen backbone's output for training crops: tokens and saliency masks per item,
-    keyed by (image index, item seed).
-
-    A crop is a function of its item seed (:mod:`nbseg.data.multicrop`), and the training loop derives the item seeds
-    from (run seed, epoch, index), so two runs with the same seed, data, crop geometry and backbone see the same
-    crops whatever their K, L, losses, h, lr, batch size or variant. Give them one cache
-    (``method.feature_cache = cache``) and the backbone runs once per crop. A hit returns what the backbone computed
-    for that crop when it was first seen, so results equal an uncached run up to the float summation order of the
-    backbone batch the crop was computed in (bitwise equal when the batches are the same, e.g. a resumed run).
-
-    The first run fixes the signature (backbone, data, crop geometry); a method with another one is refused.
-    Memory: (1 + v_l) * tokens * D float32 per item and epoch (~150 KB for the world's 64-px crops, D = 192).
-    """
-
-    def __init__(self):
-        self._items: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        self.signature: tuple | None = None
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def check(self, signature: tuple) -> None:
-        if self.signature is None:
-            self.signature = signature
-        elif signature != self.signature:
-            raise ConfigError(f"this CropFeatureCache holds crops of {self.signature}, not of {signature}: use one "
-                              "cache per backbone, dataset and crop geometry")
-
-    def lookup(self, keys: torch.Tensor, n_local: int):
-        """(x_g (B, n, D), m_g (B, n), x_l (B, V, m, D), m_l (B, V, m)) for the (B, 2) ``keys`` and V = ``n_local``
-        local crops, or None (counted as a miss) unless every item is stored with at least V local crops."""
-        found = [self._items.get((int(i), int(s))) for i, s in keys.tolist()]
-        if any(f is None or f[2].shape[0] < n_local for f in found):
-            self.misses += 1
-            return None
-        self.hits += 1
-        return (torch.stack([f[0] for f in found]), torch.stack([f[1] for f in found]),
-                torch.stack([f[2][:n_local] for f in found]), torch.stack([f[3][:n_local] for f in found]))
-
-    def store(self, keys: torch.Tensor, x_g: torch.Tensor, m_g: torch.Tensor, x_l: torch.Tensor,
-              m_l: torch.Tensor) -> None:
-        """Keep item b's (x_g[b], m_g[b], x_l[b], m_l[b]) on the CPU under ``keys[b]``."""
-        x_g, m_g, x_l, m_l = (t.detach().cpu() for t in (x_g, m_g, x_l, m_l))
-        for b, (i, s) in enumerate(keys.tolist()):
-            self._items[(int(i), int(s))] = (x_g[b].clone(), m_g[b].clone(), x_l[b].clone(), m_l[b].clone())
-
-
 # ----------------------------------------------------------------------------------------------------------
 # The method
 # ----------------------------------------------------------------------------------------------------------
@@ -308,12 +246,8 @@ class AlignSeg(nn.Module):
     def __init__(self, cfg: AlignSegConfig, backbone=None, device: str | torch.device = "cpu"):
         super().__init__()
         cfg.validate()
-        if backbone is None:
-            from nbseg.backbones import load
-
-            backbone = load(cfg.backbone, cfg.weights, random_init=cfg.random_init, device=device)
         self.cfg = cfg
-        self.backbone = backbone.to(device)
+        self.backbone = frozen_backbone(cfg, backbone, device)
         p = self.backbone.patch_size
         if cfg.global_size % p or cfg.local_size % p:
             raise ConfigError(f"crop sizes {cfg.global_size} / {cfg.local_size} must be multiples of the backbone's "
@@ -378,7 +312,7 @@ class AlignSeg(nn.Module):
         Args:
             x_g (B, n, D), m_g (B, n), x_l (B, V, m, D), m_l (B, V, m): :meth:`crop_tokens`' output.
         Returns:
-            ``{"loss", "loss_proto", "loss_corr"}`` (see :func:`~nbseg.methods.alignseg_losses.alignseg_loss_terms`).
+            ``{"loss", "loss_proto", "loss_corr"}`` (see :func:`~nbseg.methods.alignseg.losses.alignseg_loss_terms`).
         """
         B, V, m, D = x_l.shape
         if x_g.shape[1] == m:                                      # every crop decoded separately (batch entries)
@@ -432,8 +366,6 @@ class AlignSeg(nn.Module):
 
     # ---- inference --------------------------------------------------------------------------------------
     def _patch_multiple(self, images: torch.Tensor) -> torch.Tensor:
-        from nbseg.backbones import resize_to_patch_multiple
-
         p = self.backbone.patch_size
         H, W = images.shape[-2:]
         return images if not (H % p or W % p) else resize_to_patch_multiple(images, p)
@@ -444,45 +376,37 @@ class AlignSeg(nn.Module):
         return self.decoder(patches.to(self.device).flatten(1, 2))
 
     @torch.inference_mode()
-    def token_similarity(self, patches: torch.Tensor) -> torch.Tensor:
-        """Eq. (1)-(2) on frozen patch tokens (B, h, w, D) (e.g. cached by :func:`nbseg.probes.extract_dataset`)
+    def scores_from_features(self, patches: torch.Tensor) -> torch.Tensor:
+        """Eq. (1)-(2) on frozen patch tokens (B, h, w, D) (e.g. cached by :func:`nbseg.features.extract_dataset`)
         -> prototype cosines (B, K, h, w)."""
         patches = patches.to(self.device)
-        return prototype_similarity(patches, self.decoder(patches.flatten(1, 2)))
+        return prototype_cosine_maps(patches, self.decoder(patches.flatten(1, 2)))
 
     @torch.inference_mode()
     def similarity(self, images: torch.Tensor) -> torch.Tensor:
         """Eq. (1)-(2) end to end: images (B, 3, H, W) in [0, 1] -> prototype cosines (B, K, h, w)."""
         feats = self.backbone.extract(self._patch_multiple(images.to(self.device)))
-        return self.token_similarity(feats.patches)
+        return self.scores_from_features(feats.patches)
 
     @torch.inference_mode()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Eq. (1)-(3) end to end: images (B, 3, H, W) in [0, 1] -> labels (B, H, W) int64 in [0, K). One backbone
         pass, one decoder pass, no post-processing."""
-        return segment(self.similarity(images), tuple(images.shape[-2:]))
+        return segment_by_argmax(self.similarity(images), tuple(images.shape[-2:]))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.predict(images)
 
     # ---- what produced a result ---------------------------------------------------------------------------
     def provenance(self) -> dict:
-        """Method, variant, backbone name, weights path and sha256 (of the file; of the state dict for hub or
-        random-init weights). The training loop checks it on resume; the config is stored separately."""
-        from nbseg.io import sha256_file
-
-        bb = self.backbone
-        sha = sha256_file(bb.weights_path) if bb.weights_path else bb.weights_sha256
-        return {"method": "alignseg", "variant": self.cfg.variant, "backbone": bb.name,
-                "weights_path": bb.weights_path, "weights_sha256": sha, "random_init": bb.random_init,
-                "backbone_description": bb.describe()}
+        """Method, variant and the backbone's facts (:func:`nbseg.runs.backbone_facts`: name, weights path and
+        sha256, random init). The training loop checks it on resume; the config is stored separately."""
+        return {"method": "alignseg", "variant": self.cfg.variant, **backbone_facts(self.backbone)}
 
 
 def training_dataset(cfg: AlignSegConfig) -> MultiCropDataset:
     """The multi-crop training set of ``cfg`` (``dataset[(index, seed)]``; collate with
     :func:`nbseg.data.multicrop.collate_multicrop`): the first ``max_train_images`` images of ``cfg.split``."""
-    from nbseg.data import load_dataset
-
     return MultiCropDataset(load_dataset(cfg.data, cfg.data_root, cfg.split), cfg.crop_spec(),
                             limit=cfg.max_train_images)
 
@@ -491,12 +415,10 @@ def evaluation_dataset(cfg: AlignSegConfig, split: str | None = None):
     """The labelled split AlignSeg is scored on (``cfg.eval_split`` unless ``split``), images and labels resized
     (square; labels nearest) to ``cfg.eval_size`` as the released evaluation does (448 for VOC; the world's 96-px
     images are left as they are at the default 96). World data uses the label set ``cfg.labels``."""
-    from nbseg.data import ResizeSquare, load_dataset
-
     extra = {"labels": cfg.labels} if cfg.data == "world" else {}
     return load_dataset(cfg.data, cfg.data_root, split or cfg.eval_split, transform=ResizeSquare(cfg.eval_size),
                         **extra)
 
 
 __all__ = ["AlignSeg", "AlignSegConfig", "AlignSegDecoder", "AlignSegDecoderLayer", "CropFeatureCache",
-           "prototype_similarity", "segment", "training_dataset", "evaluation_dataset", "check_variant"]
+           "training_dataset", "evaluation_dataset", "check_variant"]

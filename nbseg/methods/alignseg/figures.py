@@ -1,43 +1,26 @@
-"""AlignSeg's tables and figures (paper Tables I, II, IV; Figs. 7-9) from an :class:`~nbseg.methods.alignseg_eval.
+"""AlignSeg's tables and figures (paper Tables I, II, IV; Figs. 7-9) from an :class:`~nbseg.methods.alignseg.evaluation.
 AlignSegEvaluation`, as DataFrames and static matplotlib figures for notebook ``10_alignseg``.
 
-The paper's own numbers are kept here as constants (:data:`PAPER_TABLE_I`, :data:`PAPER_TABLE_II`), taken from the
-paper's text (Liu et al., TPAMI 2024: PASCAL VOC 2012 / COCO-Stuff-27, DINO ViT-S/16), and every table that shows
-them beside nbseg's labels which rows are the paper's and which backbone, weights and data produced the others.
+The paper's own numbers are data in :mod:`nbseg.methods.alignseg.paper` (``PAPER_TABLE_I``, ``PAPER_TABLE_II``), taken
+from the paper's text (Liu et al., TPAMI 2024: PASCAL VOC 2012 / COCO-Stuff-27, DINO ViT-S/16), and every table that
+shows them beside nbseg's labels which rows are the paper's and which backbone, weights and data produced the others.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import torch
+from torch.nn import functional as F
 
-PAPER_SOURCE = "paper (Liu et al. TPAMI 2024), as reported"
-
-# Table I: method, encoder, frozen encoder, evaluation, mIoU (%) on PVOC and COCO-Stuff-27 (None: not reported).
-# The DINOSAUR row's "frozen" mark is unreadable in our copy of the paper (None).
-PAPER_TABLE_I = [
-    ("IIC", "ResNet18", False, "Clustering", 9.8, 6.7),
-    ("PiCIE+H", "ResNet18", False, "Clustering", None, 14.4),
-    ("MaskContrast", "ResNet50", False, "Clustering", 35.0, 8.9),
-    ("MaskDistill", "ResNet50", False, "End-to-End", 45.8, None),
-    ("DINO", "ViT-S/16", False, "Clustering", 4.6, 9.6),
-    ("DINO", "ViT-S/16", False, "Linear Probe", 50.6, 29.4),
-    ("Leopart", "ViT-S/16", False, "Clustering", 41.7, None),
-    ("STEGO", "ViT-S/16", True, "Clustering", None, 23.7),
-    ("DINOSAUR", "ViT-B/16", None, "Clustering", 37.2, 24.0),
-    ("ACSeg", "ViT-S/16", True, "Clustering", 47.1, 16.4),
-    ("AlignSeg", "ViT-S/16", True, "End-to-End", 69.5, 35.1),
-]
-
-# Table II on PVOC val with DINO ViT-S/16 (mIoU %): (part, setting, mIoU). The baseline is L = 1, K = 5, v_l = 2,
-# both losses, batch 32, 10 epochs (69.5).
-PAPER_TABLE_II = {
-    "a": {"L=1 K=5 v_l=2": 69.5, "L=3 K=5 v_l=2": 69.6, "L=1 K=5 v_l=1": 66.9, "L=1 K=5 v_l=3": 69.5,
-          "L=1 K=10 v_l=2": 73.2, "L=1 K=15 v_l=2": 73.3},
-    "b": {"L_corr + L_proto": 69.5, "L_corr only": 66.4, "L_proto only": 29.5},
-    "c": {"batch 32, 10 epochs": 69.5, "batch 32, 50 epochs": 69.8, "batch 128, 10 epochs": 68.0},
-    "d": {"train PVOC, eval PVOC": 69.5, "train PVOC, eval COCO": 32.5, "train COCO, eval PVOC": 70.7,
-          "train COCO, eval COCO": 35.1},
-}
+from nbseg import viz
+from nbseg.methods.alignseg.evaluation import image_prototypes
+from nbseg.methods.alignseg.paper import PAPER_SOURCE, PAPER_TABLE_I, PAPER_TABLE_II
+from nbseg.probes import embed_2d, patch_labels
+from nbseg.probes.prototypes import class_mean_embeddings, prototype_class_similarity
+from nbseg.prototype_scores import prototype_cosine_maps
+from nbseg.train.logs import read_log
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -46,8 +29,6 @@ PAPER_TABLE_II = {
 
 def paper_table_i():
     """The paper's Table I as a DataFrame (mIoU %), every row labelled as the paper's."""
-    import pandas as pd
-
     rows = []
     for method, encoder, frozen, evaluation, voc, coco in PAPER_TABLE_I:
         for dataset, value in (("PVOC val", voc), ("COCO-Stuff-27", coco)):
@@ -61,8 +42,6 @@ def paper_table_i():
 def table_i(evaluation) -> "object":
     """Table I: the paper's rows (labelled as the paper's) and this evaluation's rows (labelled with the backbone,
     its weights, the dataset and the variant; one row per method and protocol), long format, mIoU in %."""
-    import pandas as pd
-
     d = evaluation.description
     ours = [{"source": f"nbseg, this run ({d['variant']} variant)", "method": r["method"], "encoder": d["backbone"],
              "frozen": "yes", "evaluation": r["evaluation"], "dataset": d["dataset"], "protocol": r["protocol"],
@@ -81,10 +60,6 @@ def learnt_and_adapted_prototypes(method, features) -> dict[str, torch.Tensor]:
     """The prototypes Table IV can compare with the classes: ``"learnt P"`` (the decoder's K learnable queries, as
     the paper's Table IV) and ``"mean image-adapted P^x"`` (Eq. 1's output, L2-normalised and averaged over the
     images of ``features``; the vectors that actually segment, in the tokens' space)."""
-    from torch.nn import functional as F
-
-    from nbseg.methods.alignseg_eval import image_prototypes
-
     adapted = F.normalize(image_prototypes(method, features), dim=-1).mean(0)
     return {"learnt P": method.decoder.prototypes.detach().cpu().float(), "mean image-adapted P^x": adapted}
 
@@ -95,10 +70,8 @@ def table_iv(method, features, dataset, *, which: str = "mean image-adapted P^x"
 
     ``which``: ``"mean image-adapted P^x"`` (default) or ``"learnt P"`` (see :func:`learnt_and_adapted_prototypes`).
     ``temperature``: 0.1 by default, the released ``proto_similarity.py``'s x10 scaling of the cosines (at 1 the
-    softmax over cosines in [-1, 1] is nearly flat). Uses :func:`nbseg.probes_prototypes.prototype_class_similarity`.
+    softmax over cosines in [-1, 1] is nearly flat). Uses :func:`nbseg.probes.prototypes.prototype_class_similarity`.
     """
-    from nbseg.probes_prototypes import class_mean_embeddings, prototype_class_similarity
-
     prototypes = learnt_and_adapted_prototypes(method, features)
     if which not in prototypes:
         raise ValueError(f"which must be one of {list(prototypes)}, got {which!r}")
@@ -135,8 +108,6 @@ def prototype_masks(pred: torch.Tensor, k: int, ignore_index: int = 255) -> torc
 def qualitative_figure(evaluation, indices, *, per_prototype: bool = True):
     """Images, ground truth, AlignSeg's segmentation and (``per_prototype``) the region of each prototype used in
     these images (Fig. 5 / 8): prototype ids are colours, not classes (no legend)."""
-    from nbseg import viz
-
     idx = torch.as_tensor(list(indices), dtype=torch.long)
     pred = evaluation.predictions[idx]
     columns = {"ground truth": evaluation.features.labels[idx], "AlignSeg": pred}
@@ -149,8 +120,6 @@ def qualitative_figure(evaluation, indices, *, per_prototype: bool = True):
 
 def kmeans_comparison_figure(evaluation, indices):
     """Fig. 9: AlignSeg beside per-image k-means (and dataset-level k-means) with the same K on the same features."""
-    from nbseg import viz
-
     if evaluation.kmeans is None:
         raise ValueError("this evaluation has no k-means baselines: run evaluate_alignseg(..., kmeans=True)")
     idx = torch.as_tensor(list(indices), dtype=torch.long)
@@ -167,12 +136,9 @@ def tsne_points(method, features, index: int, n_classes: int, *, seed: int = 0, 
 
     Returns ``{"patches": (N, 2), "prototypes": (K, 2), "gt": (N,) majority class of each patch (``ignore_index``
     where unlabelled), "assigned": (N,) prototype argmax of each patch}``."""
-    from nbseg.methods.alignseg import prototype_similarity
-    from nbseg.probes import embed_2d, patch_labels
-
     patches = features.patches[index:index + 1]                              # (1, h, w, D)
     protos = method.image_prototypes(patches).cpu()                           # (1, K, D)
-    assigned = prototype_similarity(patches, protos).argmax(1).reshape(-1)    # (h*w,)
+    assigned = prototype_cosine_maps(patches, protos).argmax(1).reshape(-1)    # (h*w,)
     gt = patch_labels(features.labels[index:index + 1], features.grid, n_classes, ignore_index).reshape(-1)
     x = torch.cat([patches.reshape(-1, patches.shape[-1]), protos[0]])
     xy = embed_2d(x, "tsne", seed=seed, perplexity=20.0)
@@ -183,8 +149,6 @@ def tsne_points(method, features, index: int, n_classes: int, *, seed: int = 0, 
 def tsne_figure(method, evaluation, indices, *, seed: int = 0):
     """Fig. 7: per image, the t-SNE of its patch embeddings coloured by ground-truth class and by the prototype
     they are assigned to, with the K image-adapted prototypes drawn as stars (coloured by prototype id)."""
-    from nbseg import viz
-
     ds = evaluation.dataset
     panels, stars = {}, []
     for i in indices:
@@ -205,8 +169,6 @@ def tsne_figure(method, evaluation, indices, *, seed: int = 0):
 
 def table_iv_figure(table, evaluation, which: str = "mean image-adapted P^x", temperature: float = 0.1):
     """Table IV as a heat map."""
-    from nbseg import viz
-
     return viz.table_heatmap(table, title=figure_title(
         evaluation, f"Table IV: softmax_T={temperature:g}(cos({which}, class mean)) over classes"))
 
@@ -214,11 +176,6 @@ def table_iv_figure(table, evaluation, which: str = "mean image-adapted P^x", te
 def training_curves(run_dir, evaluation) -> list:
     """The run's loss terms over the steps (``log.csv``) and, when it was scored at every epoch end
     (``metrics.csv``), AlignSeg's mIoU under both protocols over the steps."""
-    from pathlib import Path
-
-    from nbseg import viz
-    from nbseg.train.logs import read_log
-
     run_dir = Path(run_dir)
     figures = []
     rows = read_log(run_dir / "log.csv")

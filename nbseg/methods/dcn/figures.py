@@ -1,5 +1,5 @@
-"""DCN's figures from a :class:`~nbseg.methods.dcn_eval.DCNEvaluation`, drawn with :mod:`nbseg.viz`, and the region
-explorer widget of notebook ``11_dcn``.
+"""DCN's figures from a :class:`~nbseg.methods.dcn.evaluation.DCNEvaluation`, drawn with :mod:`nbseg.viz`, and the
+region explorer widget of notebook ``11_dcn``.
 
 * :func:`show_indices` - images spread over the range of region counts (simple and complex scenes, as Fig. 4 picks).
 * :func:`region_grid` - Fig. 4: image, DCN's regions, DCN + k-means semantic segmentation, ground truth.
@@ -14,7 +14,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
+
+from nbseg import viz
+from nbseg.methods.dcn.regions import retrieval_figure
+from nbseg.widgets import redraw_on_change, show_figure
 
 
 def show_indices(evaluation, n: int = 6) -> list[int]:
@@ -31,8 +36,6 @@ def region_grid(evaluation, indices: Sequence[int], *, seed_index: int = 0, titl
     """Fig. 4 for ``indices``: one row per image with DCN's regions (colours = cluster ids, meaningless across
     images), the k-means semantic segmentation of ``seeds[seed_index]`` (colours = matched classes) and the ground
     truth. The title lists each row's number of regions."""
-    from nbseg import viz
-
     indices = list(indices)
     semantic = evaluation.semantic_maps(seed_index)
     counts = evaluation.regions_per_image()
@@ -50,8 +53,6 @@ def region_grid(evaluation, indices: Sequence[int], *, seed_index: int = 0, titl
 def region_count_figure(evaluation):
     """Histograms of regions per image (all regions; regions of at least 1% of the image) beside ground-truth
     classes per image."""
-    from nbseg import viz
-
     table = evaluation.region_counts()
     series = {"DCN regions": table["regions"], "DCN regions >= 1%": table["regions >= 1%"],
               "gt classes": table["gt classes"]}
@@ -64,11 +65,7 @@ def region_count_figure(evaluation):
 
 def regions_vs_classes_figure(evaluation):
     """Mean regions per image against the number of ground-truth classes in the image, one line per comparison of
-    :meth:`~nbseg.methods.dcn_eval.DCNEvaluation.count_correlations`."""
-    import numpy as np
-
-    from nbseg import viz
-
+    :meth:`~nbseg.methods.dcn.evaluation.DCNEvaluation.count_correlations`."""
     xs = sorted({int(k) for c in evaluation.counts.values() for k in c["mean_regions_by_gt_classes"]})
     ys = {f"{name} (Pearson {c['pearson']:.2f})": np.array([c["mean_regions_by_gt_classes"].get(x, np.nan)
                                                             for x in xs])
@@ -80,8 +77,6 @@ def regions_vs_classes_figure(evaluation):
 def retrieval(evaluation, *, k: int = 5, n_queries: int = 6, seed: int = 0):
     """Fig. 5: evaluated (query) regions and their ``k`` nearest regions of the k-NN gallery (cosine of region
     embeddings), labelled with their ground-truth majority class."""
-    from nbseg.regions import retrieval_figure
-
     return retrieval_figure(evaluation.val.as_dict(), evaluation.gallery.as_dict(), k=k, n_queries=n_queries,
                             seed=seed, class_names=evaluation.val.class_names,
                             title=f"query regions and their {k} nearest training regions · {evaluation.title()}")
@@ -105,19 +100,17 @@ def region_explorer(evaluation, *, seed_index: int = 0):
     ``ipywidgets.VBox`` whose ``.state`` (:func:`region_state`) follows the slider."""
     import ipywidgets as W
 
-    from nbseg.widgets import _observe, _show
-
     image = W.IntSlider(value=0, min=0, max=evaluation.n_images - 1, description="image")
     out = W.Output()
     box = W.VBox([image, out])
 
     def redraw():
         box.state = s = region_state(evaluation, image.value)
-        _show(out, region_grid(evaluation, [s["index"]], seed_index=seed_index,
-                               title=f"{s['id']}: {s['regions']} regions ({s['foreground_regions']} foreground), "
-                                     f"{s['gt_classes']} gt classes · {evaluation.title()}"))
+        show_figure(out, region_grid(evaluation, [s["index"]], seed_index=seed_index,
+                                    title=f"{s['id']}: {s['regions']} regions ({s['foreground_regions']} foreground), "
+                                          f"{s['gt_classes']} gt classes · {evaluation.title()}"))
 
-    _observe(box, (image,), redraw)
+    redraw_on_change(box, (image,), redraw)
     redraw()
     return box
 

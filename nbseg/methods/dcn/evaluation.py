@@ -1,39 +1,45 @@
-"""DCN workflows shared by notebook ``11_dcn`` and ``benchmarks/dcn_world.py`` (one computation, one place).
+"""DCN's evaluation and the workflows notebook ``11_dcn``, the commands and ``benchmarks/dcn_world.py`` share.
 
 * :func:`load_dcn_config` / :func:`notebook_config` - a shipped config (``"world"``, ``"voc"``) or a YAML file plus
   overrides (unknown keys are errors); the notebook's smoke profile.
-* :func:`train_dcn` - build (or open) the feature cache and train through :func:`nbseg.train.fit` in a run folder;
-  re-running resumes exactly, a finished run is only loaded. :func:`load_dcn` rebuilds a trained DCN from its
-  checkpoint (config and backbone stored there).
+* :func:`train_dcn` / :func:`load_dcn` - the generic :mod:`nbseg.methods.workflow` functions with DCN's spec
+  (training builds the feature cache first when absent; rerunning resumes; a finished run is only loaded).
 * :func:`evaluate_dcn` - the paper's evaluation on a labelled split: DCN regions at the image size, region
-  embeddings, foreground detection (:mod:`nbseg.regions`), Table 1 (k-means of foreground regions, mean and std over
-  seeds) beside dataset-level k-means on the patch tokens, Table 2 (weighted k-NN against the training regions), and
-  the region-count analysis (regions per image against ground-truth classes per image).
+  embeddings, foreground detection (:mod:`nbseg.methods.dcn.regions`), Table 1 (k-means of foreground regions, mean
+  and std over seeds) beside dataset-level k-means on the patch tokens, Table 2 (weighted k-NN against the training
+  regions), and the region-count analysis (regions per image against ground-truth classes per image).
 * :class:`DCNEvaluation` - the results as DataFrames (:meth:`~DCNEvaluation.table_1`, :meth:`~DCNEvaluation.table_2`,
-  :meth:`~DCNEvaluation.region_counts`, :meth:`~DCNEvaluation.count_correlations`) and flat ``metrics.json`` entries.
-* :func:`open_choices` - the choices the paper leaves open, as written in :mod:`nbseg.methods.dcn` and
-  :mod:`nbseg.regions` (the notebook shows this list).
+  :meth:`~DCNEvaluation.region_counts`, :meth:`~DCNEvaluation.count_correlations`), flat ``metrics.json`` entries
+  and a text ``report()``.
+* :func:`open_choices` - the choices the paper leaves open, as written in :mod:`nbseg.methods.dcn.model` and
+  :mod:`nbseg.methods.dcn.regions` (the notebook shows this list).
 
-The paper's numbers (:data:`PAPER_TABLE_1`, :data:`PAPER_TABLE_2`) are copied from its text (Li et al. 2022, PASCAL
-VOC 2012 val, DINO ViT-S/8) and every table labels them as the paper's; nbseg's rows name the backbone, its weights
-and the dataset. Numbers from the embedded backbone on the world are never the paper's.
+The paper's numbers (:mod:`nbseg.methods.dcn.paper`) are copied from its text (Li et al. 2022, PASCAL VOC 2012 val,
+DINO ViT-S/8) and every table labels them as the paper's; nbseg's rows name the backbone, its weights and the
+dataset. Numbers from the embedded backbone on the world are never the paper's.
 """
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from nbseg.errors import ConfigError
-from nbseg.methods.dcn import DCN, DCNConfig, backbone_facts, feature_cache, open_split, training_dataset
+from nbseg.evaluation.baselines import dataset_kmeans_over_seeds as patch_kmeans_baseline
+from nbseg.methods import workflow
+from nbseg.methods.base import get_method
+from nbseg.methods.dcn.choices import open_choices, open_choices_markdown
+from nbseg.methods.dcn.model import DCN, DCNConfig, feature_cache, open_split
+from nbseg.methods.dcn.paper import (PAPER_DCN_ROW, PAPER_SETTING, PAPER_SOURCE, PAPER_TABLE_1, PAPER_TABLE_2)
+from nbseg.methods.dcn.regions import (collect_regions, kmeans_region_labels, kmeans_table, knn_table, paint,
+                                       region_count_correlation)
+from nbseg.runs import backbone_facts
 
-SHIPPED_CONFIGS = {name: Path(__file__).resolve().parents[1] / "configs" / f"dcn_{name}.yaml"
-                   for name in ("world", "voc")}
 SMOKE_PROFILE = {"cache_limit": 64, "batch_size": 16, "max_steps": 24, "epochs": 6, "log_every": 2,
                  "checkpoint_every": 12}
 SMOKE_VAL_LIMIT = 32               # images scored in the smoke profile
@@ -41,41 +47,21 @@ SMOKE_GALLERY_LIMIT = 32           # training images in the smoke profile's k-NN
 SMOKE_SEEDS = 3
 KS = (1, 3, 5, 10)
 
-PAPER_SOURCE = "paper (Li et al. 2022), as reported"
-PAPER_SETTING = {"encoder": "DINO ViT-S/8", "dataset": "PASCAL VOC 2012 val"}
-PAPER_DCN_ROW = "DCN + k-means (the paper's \"Ours\")"
-# Table 1 (mIoU %, mean and std over 10 k-means runs where given). Only the DCN row states its encoder (Sec. 4.1.2);
-# the paper lists DSM twice without saying what differs.
-PAPER_TABLE_1 = [("MoCo [13]", 4.3, None), ("SwAV [4]", 4.4, None), ("IIC [16]", 9.8, None),
-                 ("MaskContrast [37]", 35.0, None), ("DSM [26] (first row)", 30.8, 2.7),
-                 ("DSM [26] (second row)", 37.2, 3.8), ("Leopart [47]", 41.7, None), ("MaskDistill [38]", 42.0, None),
-                 ("MaskDistill w/ self-training [38]", 45.8, None), (PAPER_DCN_ROW, 47.1, 2.4)]
-# Table 2: weighted k-NN region classification, k -> (mIoU %, pixel accuracy %).
-PAPER_TABLE_2 = {1: (55.06, 88.17), 3: (57.12, 89.69), 5: (57.53, 89.93), 10: (55.91, 89.69)}
-
 
 # ----------------------------------------------------------------------------------------------------------
-# Config, training, loading
+# Config, training, loading: the generic workflow with DCN's spec
 # ----------------------------------------------------------------------------------------------------------
 
 def config_path(config: str | Path | None = None) -> Path:
     """None / ``"world"`` -> ``configs/dcn_world.yaml``, ``"voc"`` -> ``configs/dcn_voc.yaml``, else the YAML path
     (which must exist)."""
-    name = "world" if config is None else str(config)
-    path = SHIPPED_CONFIGS.get(name, Path(name))
-    if not path.is_file():
-        raise ConfigError(f"DCN config {path} does not exist: pass a YAML file or one of {sorted(SHIPPED_CONFIGS)}")
-    return path
+    return get_method("dcn").config_file(config)
 
 
 def load_dcn_config(config: str | Path | None = None, overrides: dict | list | None = None) -> DCNConfig:
     """DCNConfig defaults <- ``config`` (:func:`config_path`: ``"world"`` (default), ``"voc"`` (the paper's VOC
     settings) or a YAML path) <- ``overrides`` (``{"n_stages": 3}`` or ``["n_stages=3"]``). Validated."""
-    from nbseg.config import load_config
-
-    cfg = load_config(DCNConfig, config_path(config), overrides)
-    cfg.validate()
-    return cfg
+    return workflow.load_method_config(get_method("dcn"), config, overrides)
 
 
 def train_images(cfg: DCNConfig) -> int:
@@ -104,14 +90,9 @@ def notebook_config(config: str | Path | None, overrides: dict, *, smoke: bool =
 
 def train_dcn(cfg: DCNConfig, run_dir: str | Path, *, backbone=None, progress: bool = True) -> tuple[DCN, dict]:
     """Train DCN in ``run_dir`` on the cached features of ``cfg``'s training split (the cache is built first when
-    absent, see :func:`nbseg.methods.dcn.feature_cache`). An existing run folder is resumed exactly (``max_steps``
-    may grow); a finished run is only loaded. Returns (method in eval mode, summary of :func:`nbseg.train.fit`)."""
-    from nbseg.train import fit
-
-    method = DCN(cfg, backbone=backbone)
-    summary = fit(method, training_dataset(cfg, method.backbone, progress=progress), cfg, run_dir,
-                  progress=progress)
-    return method.eval(), summary
+    absent, see :func:`nbseg.methods.dcn.model.feature_cache`). An existing run folder is resumed exactly
+    (``max_steps`` may grow); a finished run is only loaded. Returns (method in eval mode, summary)."""
+    return workflow.train_method(get_method("dcn"), cfg, run_dir, progress=progress, backbone=backbone)
 
 
 def load_dcn(path: str | Path, *, weights: str | None = None, device: str | torch.device = "cpu"
@@ -119,39 +100,13 @@ def load_dcn(path: str | Path, *, weights: str | None = None, device: str | torc
     """Rebuild a trained DCN from a run folder or ``checkpoint.pt``: the stored config, its backbone (``weights``
     replaces the stored path; the sha256 must match), the decoder. Returns (method in eval mode, config,
     checkpoint)."""
-    from nbseg.train import build_from_checkpoint
-
-    def factory(cfg: DCNConfig) -> DCN:
-        return DCN(cfg if weights is None else replace(cfg, weights=str(weights)), device=device)
-
-    method, cfg, state = build_from_checkpoint(path, DCNConfig, factory, expected_kind="DCN")
+    _, method, cfg, state = workflow.load_trained(path, weights=weights, device=device, spec=get_method("dcn"))
     return method, cfg, state
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------------------
-
-def patch_kmeans_baseline(patches: torch.Tensor, gt: Sequence[torch.Tensor], n_classes: int, seeds: Sequence[int], *,
-                          ignore_index: int = 255) -> dict:
-    """Dataset-level k-means of patch tokens (N, h, w, D) into ``n_classes`` clusters, each image's cluster map
-    upsampled (nearest) to its ground truth's size, Hungarian over the split; one k-means per seed.
-    Returns mean / std of mIoU and pixel accuracy (fractions) and the per-seed mIoU."""
-    from nbseg.cluster import upsample_labels
-    from nbseg.evaluation import evaluate
-    from nbseg.probes import kmeans_segmentation
-
-    mious, accs = [], []
-    for seed in seeds:
-        grid = kmeans_segmentation(patches, n_classes, scope="dataset", seed=seed, n_init=1)
-        preds = [upsample_labels(g, tuple(t.shape[-2:])) for g, t in zip(grid, gt)]
-        r = evaluate(preds, list(gt), n_clusters=n_classes, n_classes=n_classes, protocol="hungarian",
-                     ignore_index=ignore_index)
-        mious.append(r.miou)
-        accs.append(r.pixel_acc)
-    return {"miou_mean": float(np.mean(mious)), "miou_std": float(np.std(mious)),
-            "pixel_acc_mean": float(np.mean(accs)), "pixel_acc_std": float(np.std(accs)), "miou_per_seed": mious}
-
 
 def _finite(value):
     """NaN -> None (metrics.json stays valid JSON)."""
@@ -162,10 +117,11 @@ def _finite(value):
 class DCNEvaluation:
     """DCN on a labelled split.
 
-    ``val`` / ``gallery``: :class:`nbseg.regions.RegionSplit` of the evaluated split and of the training images the
-    k-NN classifier retrieves from; ``table1``: :class:`nbseg.regions.SeedTable`; ``baseline``: dataset-level k-means
-    on the patch tokens (:func:`patch_kmeans_baseline`); ``table2``: ``{k: EvalResult}``; ``counts``: region-count
-    correlations (:func:`nbseg.regions.region_count_correlation`) by label set / area filter; ``gt_full``: the world's
+    ``val`` / ``gallery``: :class:`~nbseg.methods.dcn.regions.RegionSplit` of the evaluated split and of the training
+    images the k-NN classifier retrieves from; ``table1``: :class:`~nbseg.methods.dcn.regions.SeedTable`;
+    ``baseline``: dataset-level k-means on the patch tokens (:func:`nbseg.evaluation.dataset_kmeans_over_seeds`);
+    ``table2``: ``{k: EvalResult}``; ``counts``: region-count correlations
+    (:func:`~nbseg.methods.dcn.regions.region_count_correlation`) by label set / area filter; ``gt_full``: the world's
     things-and-stuff labels of the evaluated images (None elsewhere); ``description``: backbone, weights, dataset.
     """
 
@@ -183,6 +139,18 @@ class DCNEvaluation:
     gt_full: list | None = None
     extra: dict = field(default_factory=dict)
 
+    def report(self) -> str:
+        """Tables 1 and 2 as text (the paper's rows labelled as such), with the backbone and dataset."""
+        fmt = lambda v: f"{v:.2f}"          # noqa: E731
+        return "\n".join([self.title(), self.table_1().to_string(index=False, float_format=fmt),
+                          self.table_2().to_string(index=False, float_format=fmt)])
+
+    @property
+    def table(self):
+        """Table 1 then Table 2 in one long DataFrame (``evaluation.csv``)."""
+        return pd.concat([self.table_1().assign(table="Table 1"), self.table_2().assign(table="Table 2")],
+                         ignore_index=True)
+
     def title(self) -> str:
         """Backbone (name, weights) and dataset, for figure titles."""
         return f"{self.description['backbone']} · {self.description['dataset']}"
@@ -198,8 +166,6 @@ class DCNEvaluation:
     def semantic_maps(self, seed_index: int = 0) -> list[torch.Tensor]:
         """The unsupervised semantic segmentation of Fig. 4 (second row): the k-means run of ``seeds[seed_index]``
         painted on the regions, clusters mapped to classes by its Hungarian matching (255 where unmatched)."""
-        from nbseg.regions import kmeans_region_labels, paint
-
         r = self.val.regions
         values = kmeans_region_labels(r.embedding, r.foreground, self.n_fg_classes, self.seeds[seed_index])
         mapping = torch.as_tensor(self.table1.results[seed_index].mapping, dtype=torch.long)
@@ -210,8 +176,6 @@ class DCNEvaluation:
     def table_1(self):
         """Table 1, long format (mIoU % mean and std): the paper's rows, labelled as the paper's, then this run's
         DCN + k-means and the dataset-level k-means baseline, labelled with backbone, weights and dataset."""
-        import pandas as pd
-
         ours = {name: name == PAPER_DCN_ROW for name, _, _ in PAPER_TABLE_1}
         rows = [{"source": PAPER_SOURCE, "method": name, "encoder": PAPER_SETTING["encoder"] if ours[name] else "",
                  "dataset": PAPER_SETTING["dataset"], "miou %": miou, "std %": std,
@@ -225,8 +189,6 @@ class DCNEvaluation:
 
     def table_2(self):
         """Table 2, long format: weighted k-NN region classification per k, the paper's rows then this run's."""
-        import pandas as pd
-
         rows = [{"source": PAPER_SOURCE, "k": k, "encoder": PAPER_SETTING["encoder"],
                  "dataset": PAPER_SETTING["dataset"], "miou %": miou, "acc %": acc}
                 for k, (miou, acc) in PAPER_TABLE_2.items()]
@@ -238,9 +200,6 @@ class DCNEvaluation:
     def region_counts(self):
         """One row per evaluated image: regions, foreground regions, regions of at least 1% of the image, and the
         ground-truth classes present (scored label set; the world's things-and-stuff set when available)."""
-        import pandas as pd
-        from nbseg.regions import region_count_correlation
-
         r = self.val.regions
         n = self.n_images
         big = region_count_correlation(self.val.maps, self.val.gt, min_fraction=0.01)["n_regions"]
@@ -256,8 +215,6 @@ class DCNEvaluation:
     def count_correlations(self):
         """One row per comparison: Pearson / Spearman of regions per image against ground-truth classes per image,
         and the mean regions per image."""
-        import pandas as pd
-
         return pd.DataFrame([{"comparison": name, "pearson": c["pearson"], "spearman": c["spearman"],
                               "mean regions": c["mean_regions"]} for name, c in self.counts.items()])
 
@@ -309,14 +266,12 @@ def evaluate_dcn(method: DCN, *, split: str = "val", val_limit: int | None = Non
     Returns:
         :class:`DCNEvaluation`.
     """
-    from nbseg.regions import collect_regions, kmeans_table, knn_table, region_count_correlation
-
     cfg, backbone = method.cfg, method.backbone
     dataset = open_split(cfg, split)
     n = len(dataset) if val_limit is None else min(val_limit, len(dataset))
     cache = feature_cache(cfg, backbone, split, progress=progress, limit=n)
     val = collect_regions(method.predict_features, backbone, dataset, cache, region_size=cfg.region_size,
-                          progress=progress)
+                          progress=progress, foreground=cfg.foreground)
     if any(g is None for g in val.gt):
         raise ConfigError(f"{dataset.describe()} has no labels: DCN's tables need a labelled split")
     n_classes, ignore = dataset.num_classes, dataset.ignore_index
@@ -329,7 +284,8 @@ def evaluate_dcn(method: DCN, *, split: str = "val", val_limit: int | None = Non
 
     train_cache = feature_cache(cfg, backbone, progress=progress)          # the images DCN trained on
     gallery = collect_regions(method.predict_features, backbone, open_split(cfg), train_cache,
-                              region_size=cfg.region_size, limit=gallery_limit, progress=progress)
+                              region_size=cfg.region_size, limit=gallery_limit, progress=progress,
+                              foreground=cfg.foreground)
     table2 = knn_table(gallery.regions, val.regions, val.maps, val.gt, n_classes=n_classes, ks=ks,
                        class_names=dataset.class_names, ignore_index=ignore)
 
@@ -347,46 +303,11 @@ def evaluate_dcn(method: DCN, *, split: str = "val", val_limit: int | None = Non
                    "weights_sha256": facts["weights_sha256"], "random_init": bool(facts["random_init"]),
                    "dataset": scored, "n_images": n, "label_set": getattr(dataset, "label_set", ""),
                    "n_prototypes": cfg.n_prototypes, "n_stages": cfg.n_stages, "n_fg_classes": n_fg,
-                   "input_size": cfg.input_size, "region_size": cfg.region_size}
+                   "input_size": cfg.input_size, "region_size": cfg.region_size,
+                   "foreground": cfg.foreground}
     return DCNEvaluation(method=method, val=val, gallery=gallery, patches=patches, table1=table1, baseline=baseline,
                          table2=table2, counts=counts, description=description, n_fg_classes=n_fg, seeds=seeds,
                          gt_full=gt_full)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The open choices
-# ----------------------------------------------------------------------------------------------------------
-
-def _choices_section(doc: str) -> str:
-    """The numbered list that follows "Choices the paper leaves open" in a module docstring."""
-    start = doc.index("Choices the paper leaves open")
-    body = doc[doc.index("\n", start) + 1:].strip("\n")
-    items = re.split(r"\n(?=\d+\. )", body)
-    kept = []
-    for item in items:
-        if not re.match(r"\d+\. ", item):
-            break
-        kept.append(item.split("\n\n")[0])
-        if "\n\n" in item:
-            break
-    return "\n".join(kept)
-
-
-def open_choices() -> dict[str, str]:
-    """The choices the paper leaves open and ours, from the docstrings of :mod:`nbseg.methods.dcn` (network, loss,
-    training) and :mod:`nbseg.regions` (region classification): ``{part: markdown numbered list}``."""
-    from nbseg import regions
-    from nbseg.methods import dcn
-
-    return {"DCN (nbseg.methods.dcn)": _choices_section(dcn.__doc__),
-            "region classification (nbseg.regions)": _choices_section(regions.__doc__)}
-
-
-def open_choices_markdown() -> str:
-    """:func:`open_choices` as one markdown text (a heading per part, RST ``code`` turned into markdown)."""
-    parts = [f"**{part}**\n\n" + re.sub(r"``([^`]+)``", r"`\1`", re.sub(r":\w+:`~?([^`]+)`", r"`\1`", text))
-             for part, text in open_choices().items()]
-    return "\n\n".join(parts)
 
 
 __all__ = ["config_path", "load_dcn_config", "notebook_config", "train_images", "train_dcn", "load_dcn", "evaluate_dcn",

@@ -12,14 +12,14 @@ Pieces:
   the prototypes, Eq. 3-4), each followed by an FFN, every sub-layer residual and followed by LayerNorm.
 * :func:`soft_assignment` (Eq. 5, cosine of pixels and centres) and :func:`hard_assignment` (Eq. 6, argmax after
   bilinear upsampling of the soft assignment to the image size).
-* The modularity loss (Eq. 7-10) is pure functions in :mod:`nbseg.methods.dcn_losses`.
+* The modularity loss (Eq. 7-10) is pure functions in :mod:`nbseg.methods.dcn.losses`.
 * :class:`DCN` - the method on the shared loop (:func:`nbseg.train.fit`): ``training_step`` on cached features (or on
   images), ``predict`` from images or from cached features, ``provenance``.
-* Region classification, foreground detection and the paper's Tables 1-2 are in :mod:`nbseg.regions`; cached
-  features in :mod:`nbseg.feature_cache`.
+* Region classification, foreground detection and the paper's Tables 1-2 are in :mod:`nbseg.methods.dcn.regions`; cached
+  features in :mod:`nbseg.features.cache`.
 * The workflows notebook ``11_dcn`` and ``benchmarks/dcn_world.py`` share (train / resume / reload, evaluate, the
-  tables beside the paper's numbers) are in :mod:`nbseg.methods.dcn_eval`; the figures and the region explorer in
-  :mod:`nbseg.methods.dcn_figures`.
+  tables beside the paper's numbers) are in :mod:`nbseg.methods.dcn.evaluation`; the figures and the region explorer in
+  :mod:`nbseg.methods.dcn.figures`.
 
 Choices the paper leaves open, and what we chose (each is a config key where that makes sense):
 
@@ -53,7 +53,7 @@ Choices the paper leaves open, and what we chose (each is a config key where tha
     assignment at the image size.
 
 The choices of the region-classification stage (crop, mask, foreground detection, k-means, k-NN) are listed in
-:mod:`nbseg.regions`.
+:mod:`nbseg.methods.dcn.regions`.
 """
 from __future__ import annotations
 
@@ -62,9 +62,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nbseg.backbones import resize_to_patch_multiple
+from nbseg.data import load_dataset
 from nbseg.errors import ConfigError
-from nbseg.methods.alignseg import prototype_similarity, segment
-from nbseg.methods.dcn_losses import cosine_affinity, hard_comembership, modularity, modularity_loss
+from nbseg.features.cache import build_feature_cache
+from nbseg.methods.base import frozen_backbone
+from nbseg.methods.dcn.losses import cosine_affinity, hard_comembership, modularity, modularity_loss
+from nbseg.methods.dcn.regions import FOREGROUND_RULES
+from nbseg.prototype_scores import prototype_cosine_maps, segment_by_argmax
+from nbseg.runs import backbone_facts
 from nbseg.train import TrainConfig
 
 PROTOTYPE_INITS = ("normal",)
@@ -97,9 +103,10 @@ class DCNConfig(TrainConfig):
     input_size: int = 96
     cache_root: str | None = None        # None: artifacts/feature_cache
     cache_limit: int | None = None       # cache / train on the first N images only (smoke runs)
-    # region classification (nbseg.regions)
+    # region classification (nbseg.methods.dcn.regions)
     region_size: int = 64                # crop size for region embeddings (the backbone's training input size)
     n_fg_classes: int | None = None      # C for k-means on foreground regions; None: the dataset's classes - 1
+    foreground: str = "min-head"         # foreground rule (nbseg.methods.dcn.regions.FOREGROUND_RULES); paper: min-head
     # shared knobs with the paper's values (AdamW 1e-4, wd 0.01, batch 32, 2500 iterations, constant lr)
     epochs: int = 41
     max_steps: int | None = 2500
@@ -115,7 +122,9 @@ class DCNConfig(TrainConfig):
                   (self.n_heads >= 1, f"n_heads must be >= 1, got {self.n_heads}"),
                   (self.prototype_init in PROTOTYPE_INITS,
                    f"prototype_init: {self.prototype_init!r} is not one of {list(PROTOTYPE_INITS)}"),
-                  (self.input_size >= 1 and self.region_size >= 1, "input_size and region_size must be >= 1")]
+                  (self.input_size >= 1 and self.region_size >= 1, "input_size and region_size must be >= 1"),
+                  (self.foreground in FOREGROUND_RULES,
+                   f"foreground: {self.foreground!r} is not one of {list(FOREGROUND_RULES)}")]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
@@ -205,13 +214,13 @@ class DCNDecoder(nn.Module):
 
 def soft_assignment(patches: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     """Eq. (5) on a token grid: ``S = cos(x_i, c_j)``; patches (B, h, w, D), centres (B, K, D) -> (B, K, h, w).
-    (The same computation as AlignSeg's Eq. 2, :func:`nbseg.methods.alignseg.prototype_similarity`.)"""
-    return prototype_similarity(patches, centres)
+    (The shared :func:`nbseg.prototype_scores.prototype_cosine_maps`, AlignSeg's Eq. 2 too.)"""
+    return prototype_cosine_maps(patches, centres)
 
 
 def hard_assignment(soft: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Eq. (6) after bilinear upsampling: soft (B, K, h, w) -> (B, H, W) int64 cluster ids in [0, K)."""
-    return segment(soft, size)
+    return segment_by_argmax(soft, size)
 
 
 def count_regions(labels: torch.Tensor) -> torch.Tensor:
@@ -226,26 +235,6 @@ def count_regions(labels: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------
 # The method
 # ----------------------------------------------------------------------------------------------------------
-
-def frozen_backbone(cfg, backbone=None, device: str | torch.device = "cpu"):
-    """The frozen backbone a method runs on: ``backbone`` when given, else ``cfg.backbone`` with ``cfg.weights`` /
-    ``cfg.random_init`` (:func:`nbseg.backbones.load`); moved to ``device``."""
-    if backbone is None:
-        from nbseg.backbones import load
-
-        backbone = load(cfg.backbone, cfg.weights, random_init=cfg.random_init, device=device)
-    return backbone.to(device)
-
-
-def backbone_facts(backbone) -> dict:
-    """What identifies a frozen backbone in a run: name, weights path, sha256 (of the file; of the state dict for hub
-    or random-init weights), random init, and its one-line description."""
-    from nbseg.io import sha256_file
-
-    sha = sha256_file(backbone.weights_path) if backbone.weights_path else backbone.weights_sha256
-    return {"backbone": backbone.name, "weights_path": backbone.weights_path, "weights_sha256": sha,
-            "random_init": backbone.random_init, "backbone_description": backbone.describe()}
-
 
 class DCN(nn.Module):
     """DCN = a frozen ViT (``backbone``, from ``cfg`` unless one is passed in) + the trainable ``decoder`` (Sec. 3),
@@ -271,8 +260,6 @@ class DCN(nn.Module):
 
     # ---- features -----------------------------------------------------------------------------------------
     def _resize(self, images: torch.Tensor) -> torch.Tensor:
-        from nbseg.backbones import resize_to_patch_multiple
-
         return resize_to_patch_multiple(images, self.backbone.patch_size, self.cfg.input_size)
 
     def image_features(self, images: torch.Tensor):
@@ -293,7 +280,7 @@ class DCN(nn.Module):
         """One DCN step.
 
         Args:
-            batch: ``{"patches": (B, h, w, D)}`` cached features (:class:`nbseg.feature_cache.CachedFeatureDataset`)
+            batch: ``{"patches": (B, h, w, D)}`` cached features (:class:`nbseg.features.cache.CachedFeatureDataset`)
                 or ``{"image": (B, 3, H, W)}`` in [0, 1] (the backbone then runs on them).
             step: the global step (unused; part of the method protocol).
         Returns:
@@ -316,7 +303,7 @@ class DCN(nn.Module):
 
     # ---- inference ----------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def soft_from_features(self, patches: torch.Tensor) -> torch.Tensor:
+    def scores_from_features(self, patches: torch.Tensor) -> torch.Tensor:
         """Eq. (1)-(5): patches (B, h, w, D) -> soft assignment (B, K, h, w)."""
         patches = patches.to(self.device, torch.float32)
         return soft_assignment(patches, self.decoder(patches.flatten(1, 2)))
@@ -324,7 +311,7 @@ class DCN(nn.Module):
     @torch.inference_mode()
     def predict_features(self, patches: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Regions from (cached) features: patches (B, h, w, D) -> cluster ids (B, H, W) int64 at ``size``."""
-        return hard_assignment(self.soft_from_features(patches), tuple(size))
+        return hard_assignment(self.scores_from_features(patches), tuple(size))
 
     @torch.inference_mode()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
@@ -337,7 +324,7 @@ class DCN(nn.Module):
 
     # ---- what produced a result ---------------------------------------------------------------------------
     def provenance(self) -> dict:
-        """Method and backbone facts (:func:`backbone_facts`); the training loop checks them on resume."""
+        """Method and backbone facts (:func:`nbseg.runs.backbone_facts`); the training loop checks them on resume."""
         return {"method": "dcn", **backbone_facts(self.backbone)}
 
 
@@ -347,16 +334,12 @@ class DCN(nn.Module):
 
 def open_split(cfg: DCNConfig, split: str | None = None):
     """The dataset ``cfg.data`` / ``split`` (default ``cfg.split``), with the world's label set ``cfg.labels``."""
-    from nbseg.data import load_dataset
-
     extra = {"labels": cfg.labels} if cfg.data == "world" else {}
     return load_dataset(cfg.data, cfg.data_root, split or cfg.split, **extra)
 
 
 def feature_cache(cfg: DCNConfig, backbone, split: str | None = None, *, progress: bool = True, limit=None):
     """The feature cache of ``backbone`` over ``cfg``'s data / ``split`` at ``cfg.input_size`` (built when absent)."""
-    from nbseg.feature_cache import build_feature_cache
-
     return build_feature_cache(backbone, open_split(cfg, split), cfg.input_size, root=cfg.cache_root,
                                limit=cfg.cache_limit if limit is None else limit, progress=progress)
 
@@ -367,5 +350,6 @@ def training_dataset(cfg: DCNConfig, backbone, *, progress: bool = True):
     return feature_cache(cfg, backbone, progress=progress).dataset(("patches",))
 
 
-__all__ = ["DCN", "DCNConfig", "backbone_facts", "frozen_backbone", "DCNDecoder", "UpdateBlock", "PrototypeAttention", "soft_assignment", "hard_assignment", "count_regions",
+__all__ = ["DCN", "DCNConfig", "DCNDecoder", "UpdateBlock", "PrototypeAttention", "soft_assignment", "hard_assignment",
+           "count_regions",
            "open_split", "feature_cache", "training_dataset"]

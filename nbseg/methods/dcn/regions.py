@@ -39,6 +39,9 @@ Choices the paper leaves open, and ours:
    region's label is the ground-truth class with the most pixels in it (ignored pixels not counted; regions without
    a labelled pixel are left out); the weights are the cosine similarities; the prediction is scored pixel-wise
    with identity matching (mIoU over the classes present, pixel accuracy).
+
+Length: over 400 lines because the region table and every stage of DCN's Sec. 4 that fills or reads it
+(crops, embeddings, foreground, Tables 1-2, Fig. 5, counts) are kept together, in the paper's order.
 """
 from __future__ import annotations
 
@@ -48,6 +51,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from nbseg.cluster import kmeans
+from nbseg.evaluation import evaluate
+from nbseg.evaluation import ConfusionAccumulator, scores_from_confusion
 
 IGNORE_INDEX = 255
 
@@ -165,8 +173,6 @@ def region_embeddings(backbone, images: Sequence[torch.Tensor], region_maps: Seq
         size: crop side, a multiple of the patch size.
         batch_size: crops per backbone call.
     """
-    from tqdm.auto import tqdm
-
     if size % backbone.patch_size:
         raise ValueError(f"region crop size {size} is not a multiple of the patch size {backbone.patch_size}")
     fill = backbone.mean.reshape(3).cpu()
@@ -205,10 +211,19 @@ def min_head_attention(attn: torch.Tensor) -> torch.Tensor:
     return attn.float().amin(1)
 
 
-def foreground_scores(attn: torch.Tensor, region_maps: Sequence[torch.Tensor], regions: Regions) -> torch.Tensor:
-    """A region's foreground score: the sum, over its pixels, of the head-minimum attention upsampled (bilinear) to
-    the region map's size. attn (N, heads, h, w) for the N images -> (R,) float32."""
-    per_pixel = min_head_attention(torch.as_tensor(attn))
+# How regions are split into foreground and background (``DCNConfig.foreground``; ``nbseg ablate dcn``):
+# "min-head" is the paper's rule (Sec. 4.1.2); "mean-head" averages the heads instead of taking their minimum;
+# "all" skips the detection (every region foreground, so Table 1's k-means sees the background regions too).
+FOREGROUND_RULES = ("min-head", "mean-head", "all")
+
+
+def foreground_scores(attn: torch.Tensor, region_maps: Sequence[torch.Tensor], regions: Regions,
+                      heads: str = "min") -> torch.Tensor:
+    """A region's foreground score: the sum, over its pixels, of the head-minimum (``heads="min"``, the paper) or
+    head-mean (``"mean"``) attention upsampled (bilinear) to the region map's size. attn (N, heads, h, w) for the
+    N images -> (R,) float32."""
+    attn = torch.as_tensor(attn)
+    per_pixel = min_head_attention(attn) if heads == "min" else attn.float().mean(1)
     scores = torch.zeros(len(regions))
     for n, m in enumerate(_maps(region_maps)):
         rows = torch.nonzero(regions.image == n).flatten()
@@ -303,8 +318,6 @@ class SeedTable:
 def kmeans_region_labels(embeddings: torch.Tensor, foreground: torch.Tensor, n_fg_classes: int, seed: int,
                          n_init: int = 1) -> torch.Tensor:
     """Cluster ids per region: 0 for background regions, 1..C from k-means (cosine) of the foreground embeddings."""
-    from nbseg.cluster import kmeans
-
     values = torch.zeros(foreground.shape[0], dtype=torch.long)
     if int(foreground.sum()) < n_fg_classes:
         raise ValueError(f"only {int(foreground.sum())} foreground regions for k-means into {n_fg_classes} classes: "
@@ -319,8 +332,6 @@ def kmeans_table(regions: Regions, region_maps: Sequence[torch.Tensor], gt_maps:
                  class_names: Sequence[str] | None = None, ignore_index: int = IGNORE_INDEX) -> SeedTable:
     """Table 1: k-means into ``n_fg_classes`` (default ``n_classes - 1``) on the foreground regions, background
     regions as cluster 0, Hungarian over the whole split; one run per seed."""
-    from nbseg.evaluation import evaluate
-
     if regions.embedding is None or regions.foreground is None:
         raise ValueError("regions need .embedding and .foreground (region_embeddings, detect_foreground) first")
     n_fg = n_classes - 1 if n_fg_classes is None else n_fg_classes
@@ -360,8 +371,6 @@ def knn_table(gallery: Regions, queries: Regions, query_maps: Sequence[torch.Ten
     """Table 2: for each k, the weighted k-NN class of every query region painted on its pixels and scored with
     identity matching. ``gallery`` needs ``embedding`` and ``label``; queries need ``embedding``.
     Returns ``{k: EvalResult}``."""
-    from nbseg.evaluation import ConfusionAccumulator, scores_from_confusion
-
     labelled = gallery.select(gallery.label >= 0)
     out = {}
     for k in ks:
@@ -482,14 +491,17 @@ class RegionSplit:
 
 def collect_regions(predict_features: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor], backbone, dataset,
                     cache, *, region_size: int, limit: int | None = None, batch_size: int = 64,
-                    embed: bool = True, progress: bool = True) -> RegionSplit:
+                    embed: bool = True, progress: bool = True, foreground: str = "min-head") -> RegionSplit:
     """Regions of ``dataset`` (first ``limit`` images) for a region proposer that works on cached features.
 
     ``predict_features(patches (B, h, w, D), (H, W)) -> (B, H, W)`` region ids (e.g. :meth:`DCN.predict_features`);
-    ``cache``: the :class:`nbseg.feature_cache.FeatureCache` of ``dataset`` (same ids, same order). Computes the region
+    ``cache``: the :class:`nbseg.features.cache.FeatureCache` of ``dataset`` (same ids, same order). Computes the region
     maps at each image's own size, the region table with foreground scores and flags, the ground-truth majority
     label of every region and (``embed``) the region embeddings of ``backbone`` at ``region_size``.
+    ``foreground``: one of :data:`FOREGROUND_RULES` (the paper's ``"min-head"`` by default).
     """
+    if foreground not in FOREGROUND_RULES:
+        raise ValueError(f"foreground rule {foreground!r} is not one of {list(FOREGROUND_RULES)}")
     n = len(cache) if limit is None else min(limit, len(cache))
     if list(cache.ids[:n]) != list(dataset.ids[:n]):
         raise ValueError(f"the feature cache {cache.path} holds other images than {dataset.describe()}: build the "
@@ -507,8 +519,9 @@ def collect_regions(predict_features: Callable[[torch.Tensor, tuple[int, int]], 
             maps += [predict_features(patches[j:j + 1], size)[0].cpu() for j, size in enumerate(sizes)]
     regions = list_regions(maps)
     attn = torch.from_numpy(np.asarray(cache.attn[:n], np.float32))
-    regions.score = foreground_scores(attn, maps, regions)
-    regions.foreground = detect_foreground(regions)
+    regions.score = foreground_scores(attn, maps, regions, heads="mean" if foreground == "mean-head" else "min")
+    regions.foreground = (torch.ones(len(regions), dtype=torch.bool) if foreground == "all"
+                          else detect_foreground(regions))
     if all(g is not None for g in gt):
         regions.label = majority_labels(maps, gt, regions, dataset.num_classes, dataset.ignore_index)
     if embed:
@@ -518,7 +531,7 @@ def collect_regions(predict_features: Callable[[torch.Tensor, tuple[int, int]], 
                        class_names=list(dataset.class_names), description=cache.describe(), ids=list(cache.ids[:n]))
 
 
-__all__ = ["Regions", "RegionSplit", "SeedTable", "list_regions", "paint", "masked_region_crops",
+__all__ = ["FOREGROUND_RULES", "Regions", "RegionSplit", "SeedTable", "list_regions", "paint", "masked_region_crops",
            "region_embeddings", "min_head_attention", "foreground_scores", "two_means_split", "detect_foreground",
            "majority_labels", "kmeans_region_labels", "kmeans_table", "knn_classify", "knn_table", "region_view",
            "retrieval_figure", "region_count_correlation", "collect_regions"]

@@ -12,17 +12,28 @@ attention highlights in one image.
 * Table IV (:func:`prototype_class_similarity`): softmax-normalised similarity between a set of prototypes and the
   classes' mean embeddings.
 
-Building blocks: :func:`masked_prototypes`, :func:`attention_prototypes`, :func:`similarity_maps`,
+Building blocks: :func:`masked_prototypes`, :func:`attention_prototypes`, :func:`similarity_maps` (the shared
+:func:`nbseg.prototype_scores.prototype_cosine_maps`),
 :func:`prototype_segmentation`, :func:`class_pixel_shares`.
+
+Length: over 400 lines because Sec. III-A and III-B (and Table IV) share these building blocks; each study is a
+section of its own below.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from nbseg.angles import class_centres, pixel_weighted_embeddings
+from nbseg.cluster import upsample_labels
+from nbseg.evaluation import confusion_matrix, scores_from_confusion
+from nbseg.probes.attention import threshold_sweep
+from nbseg.probes.attention import threshold_masks, threshold_sweep
+from nbseg.prototype_scores import prototype_cosine_maps, segment_by_argmax
 from nbseg.saliency import saliency, upsample_mask
 
 
@@ -58,25 +69,13 @@ def attention_prototypes(features, indices, *, fraction: float = 0.6, method: st
     return masked_prototypes(features.patches[index], ~masks if reverse else masks)
 
 
-def similarity_maps(patches: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of every patch with every prototype.
-
-    Args:
-        patches: (N, h, w, D).  prototypes: (P, D) shared by all images, or (N, P, D) one set per image.
-    Returns:
-        (N, P, h, w) in [-1, 1].
-    """
-    x = F.normalize(patches.float(), dim=-1)
-    p = F.normalize(prototypes.float(), dim=-1)
-    if p.ndim == 2:
-        return torch.einsum("nhwd,pd->nphw", x, p)
-    return torch.einsum("nhwd,npd->nphw", x, p)
+similarity_maps = prototype_cosine_maps          # (N, h, w, D) x (P, D) or (N, P, D) -> (N, P, h, w) cosines
 
 
 def prototype_segmentation(patches: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
     """Each patch to its most similar prototype (AlignSeg §III-B "segment regions by argmax"; DCN Eq. (6)).
     patches (N, h, w, D), prototypes (P, D) or (N, P, D) -> (N, h, w) prototype ids."""
-    return similarity_maps(patches, prototypes).argmax(1)
+    return segment_by_argmax(prototype_cosine_maps(patches, prototypes))
 
 
 def class_pixel_shares(labels: torch.Tensor, n_classes: int, ignore_index: int = 255) -> torch.Tensor:
@@ -156,8 +155,6 @@ def consistency_for_class(features, class_id: int, targets: torch.Tensor, *, rul
     truth in every image of ``targets``. Similarities are clamped at 0 for the ``"mass"`` rule (AlignSeg thresholds
     the similarity map "similar to how we process the attention map"). Returns the sweep table, the prototype (D,)
     and the similarity maps (len(targets), h, w)."""
-    from nbseg.probes_attention import threshold_sweep
-
     prototype = attention_prototypes(features, targets[:1], fraction=fraction, method=method)
     sim = similarity_maps(features.patches[targets], prototype)[:, 0]
     if rule == "mass":
@@ -176,8 +173,6 @@ def consistency_view(features, source: int, class_id: int, threshold: float, n_c
     """Fig. 2 for one choice: the prototype of image ``source`` (its attention-masked patches) against class
     ``class_id`` in the images that hold it (``targets``, the source first): each image's IoU at ``threshold`` and
     their mean, the best shared threshold of the 5%-step sweep, and the first ``n_show`` masks (H, W) to draw."""
-    from nbseg.probes_attention import threshold_masks, threshold_sweep
-
     shares = class_pixel_shares(features.labels, n_classes, ignore_index)
     targets = class_images(shares, class_id, min_share, source=source)
     table, prototype, sim = consistency_for_class(features, class_id, targets, rule=rule, fraction=fraction,
@@ -203,8 +198,6 @@ def semantic_consistency(features, n_classes: int, classes=None, *, rule: str = 
         rule: ``"mass"`` (keep a fraction of each similarity map's mass) or ``"value"`` (cosine >= threshold).
         n_images: numbers of images to score (default 1, 2, 4, ... and all).
     """
-    import pandas as pd
-
     shares = class_pixel_shares(features.labels, n_classes, ignore_index)
     classes = list(range(1, n_classes)) if classes is None else list(classes)     # VOC-style: 0 = background
     sweeps, curves, sources = [], [], {}
@@ -306,8 +299,6 @@ def local_view_segmentation(backbone, images: torch.Tensor, prototypes: torch.Te
     """Re-segment every crop in ``boxes`` at full input size by argmax over the image's prototypes and paste the
     result back: images (N, 3, H, W), prototypes (P, D) or (N, P, D) -> (N, H, W) prototype ids (pixels outside
     every box keep -1)."""
-    from nbseg.cluster import upsample_labels
-
     out = torch.full((images.shape[0], *images.shape[-2:]), -1, dtype=torch.long)
     for top, left, height, width in boxes:
         patches = local_view_patches(backbone, images, (top, left, height, width), batch_size=batch_size)
@@ -320,8 +311,6 @@ def region_scores(pred: torch.Tensor, gt: torch.Tensor, regions: dict, n_classes
                   ignore_index: int = 255) -> list[dict]:
     """mIoU (identity matching, classes present in the region) and pixel accuracy of class-id predictions inside
     each named region (``{"salient": (N, H, W) bool, ...}``): one dataset-level confusion matrix per region."""
-    from nbseg.evaluation import confusion_matrix, scores_from_confusion
-
     rows = []
     for name, region in regions.items():
         scored = torch.where(region, gt, torch.full_like(gt, ignore_index))
@@ -372,10 +361,6 @@ def semantic_quality(backbone, features, n_classes: int, class_names=None, *, ca
     """AlignSeg Fig. 3 over every case (default :func:`quality_cases`): argmax over the background and two class
     prototypes on the global view, and on each of ``tiles`` x ``tiles`` local crops re-segmented at full input size
     by ``backbone``; scored inside and outside the target's saliency mask (its own attention, ``fraction`` mass)."""
-    import pandas as pd
-
-    from nbseg.cluster import upsample_labels
-
     cases = quality_cases(features.labels, n_classes, background=background, min_share=min_share,
                           ignore_index=ignore_index) if cases is None else cases
     if not cases:
@@ -403,8 +388,6 @@ def quality_view(backbone, features, case: QualityCase, box: tuple[int, int, int
     """One Fig. 3 panel set for an interactive choice: the global segmentation of ``case.target`` (class ids,
     (H, W)), the crop ``box`` re-segmented at full size (class ids, (h_box, w_box)), the ground truth of both, and
     the mIoU of each view inside the crop."""
-    from nbseg.cluster import upsample_labels
-
     prototypes = quality_prototypes(features, [case], fraction=fraction, method=method)
     ids = case_class_ids([case])[0]
     t = case.target
@@ -430,8 +413,6 @@ def quality_view(backbone, features, case: QualityCase, box: tuple[int, int, int
 def class_mean_embeddings(features, n_classes: int, ignore_index: int = 255) -> torch.Tensor:
     """(C, D) mean of the L2-normalised patch embeddings of each class, pixel-weighted (NaN rows for absent
     classes); the class representatives of AlignSeg Table IV."""
-    from nbseg.angles import class_centres, pixel_weighted_embeddings
-
     emb, lab, w, _ = pixel_weighted_embeddings(features.patches, features.labels, n_classes,
                                                ignore_index=ignore_index)
     return class_centres(emb, lab, n_classes, w).float()
@@ -447,8 +428,6 @@ def prototype_class_similarity(prototypes: torch.Tensor, class_means: torch.Tens
     Returns:
         pandas DataFrame (P rows, one column per present class), each row summing to 1.
     """
-    import pandas as pd
-
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     present = ~torch.isnan(class_means).any(dim=1)

@@ -1,4 +1,5 @@
-"""Segment a user's own images with a trained AlignSeg: label PNGs and overlays (``nbseg segment``).
+"""Segment a user's own images with any trained model of a registered method: label PNGs and overlays
+(``nbseg segment``; the model only needs ``predict`` and ``backbone.patch_size``).
 
 For every input image ``NAME.ext`` two files are written into the output folder, each atomically (temporary file,
 then rename, so an interrupted run never leaves a truncated PNG and never destroys an earlier one):
@@ -18,8 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+from tqdm.auto import tqdm
 
+from nbseg.backbones import resize_to_patch_multiple
+from nbseg.cluster import upsample_labels
 from nbseg.errors import ConfigError, DataError
+from nbseg.io import atomic_write_bytes, png_bytes
+from nbseg.viz import overlay
+from nbseg.world import voc_palette
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 OVERLAY_SUFFIX = "_overlay"
@@ -67,8 +75,6 @@ def collect_inputs(inputs) -> list[Path]:
 
 def read_rgb(path: Path) -> torch.Tensor:
     """(3, H, W) float in [0, 1]; a :class:`DataError` naming the file for anything PIL cannot decode."""
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             image.load()
@@ -81,8 +87,6 @@ def read_rgb(path: Path) -> torch.Tensor:
 def resize_short_side(image: torch.Tensor, size: int | None, patch_size: int) -> torch.Tensor:
     """Resize (3, H, W) so its short side is ``size`` (aspect kept; None: as is), then down to multiples of the
     patch size (what the backbone needs)."""
-    from nbseg.backbones import resize_to_patch_multiple
-
     H, W = image.shape[-2:]
     if size:
         scale = size / min(H, W)
@@ -93,43 +97,27 @@ def resize_short_side(image: torch.Tensor, size: int | None, patch_size: int) ->
 
 def label_png(labels: np.ndarray) -> bytes:
     """A palette PNG of (H, W) ids 0..255 with the VOC colours."""
-    from PIL import Image
-
-    from nbseg.io import png_bytes
-    from nbseg.world import voc_palette
-
     image = Image.fromarray(labels.astype(np.uint8), mode="P")
     image.putpalette(voc_palette())
     return png_bytes(image)
 
 
 def overlay_png(image: torch.Tensor, labels: np.ndarray, alpha: float = 0.5) -> bytes:
-    from PIL import Image
-
-    from nbseg.io import png_bytes
-    from nbseg.viz import overlay
-
     blended = overlay(image, labels, alpha=alpha, ignore_index=None)
     return png_bytes(Image.fromarray((np.clip(blended, 0, 1) * 255).round().astype(np.uint8)))
 
 
 def segment_images(method, inputs, out_dir: str | Path, *, size: int | None = None, alpha: float = 0.5,
                    progress: bool = True) -> SegmentReport:
-    """Segment image files with a trained AlignSeg and write ``NAME.png`` (ids) and ``NAME_overlay.png`` into
+    """Segment image files with a trained model and write ``NAME.png`` (ids) and ``NAME_overlay.png`` into
     ``out_dir`` (see the module docstring; unreadable files are skipped and reported).
 
     Args:
-        method: a trained :class:`~nbseg.methods.alignseg.AlignSeg` (e.g. from
-            :func:`nbseg.methods.alignseg_eval.load_alignseg`).
+        method: a trained model (e.g. from :func:`nbseg.methods.workflow.load_trained`).
         inputs: image files and / or folders.
         size: resize so the short side is ``size`` pixels before inference (labels are brought back to the
             image's size, nearest); None keeps the image's size (rounded down to the patch size).
     """
-    from tqdm.auto import tqdm
-
-    from nbseg.cluster import upsample_labels
-    from nbseg.io import atomic_write_bytes
-
     files = collect_inputs(inputs)
     if size is not None and size < method.backbone.patch_size:
         raise ConfigError(f"size {size} is smaller than one patch ({method.backbone.patch_size} px)")

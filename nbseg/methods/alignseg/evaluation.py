@@ -1,14 +1,13 @@
-"""AlignSeg workflows shared by notebook ``10_alignseg``, the ``nbseg train / evaluate`` commands and the benchmark.
+"""AlignSeg's evaluation and the workflows notebook ``10_alignseg``, the commands and the benchmark share.
 
-* :func:`load_alignseg_config` - a shipped config (``"world"``, ``"voc"``) or a YAML file, plus ``key=value``
-  overrides (unknown keys are errors).
-* :func:`train_alignseg` - train, or resume, a run folder through :func:`nbseg.train.fit` (re-running resumes).
-* :func:`load_alignseg` - rebuild a trained model from a run folder or checkpoint (clear error for a checkpoint of
-  another model, or for other backbone weights than those it was trained on).
 * :func:`evaluate_alignseg` - AlignSeg end to end beside per-image and dataset-level k-means on the *same* frozen
-  features, each scored with both protocols: dataset-level Hungarian (one confusion matrix over the split,
-  one-to-one matching) and AlignSeg's released per-image many-to-one precision protocol at 100 x 100.
-* :func:`run_alignseg` - train + evaluate + write ``metrics.json`` and ``evaluation.csv`` into the run folder.
+  features (:func:`nbseg.evaluation.kmeans_baselines`), each scored with both protocols: dataset-level Hungarian
+  (one confusion matrix over the split, one-to-one matching) and AlignSeg's released per-image many-to-one precision
+  protocol at 100 x 100. :class:`AlignSegEvaluation` holds the table, ``metrics()`` and ``report()``.
+* :func:`run_alignseg` - train + evaluate + write ``metrics.json`` and ``evaluation.csv`` into the run folder
+  (:func:`nbseg.methods.workflow.run_method` with AlignSeg's spec); :func:`notebook_config` the notebook's config.
+* :func:`load_alignseg_config` / :func:`train_alignseg` / :func:`load_alignseg` - the generic
+  :mod:`nbseg.methods.workflow` functions with AlignSeg's spec.
 
 Every table carries the backbone (name, weights file and sha256), the dataset and the variant; numbers from the
 embedded backbone on the world are never the paper's.
@@ -20,81 +19,70 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from nbseg.errors import ConfigError
-from nbseg.methods.alignseg import AlignSeg, AlignSegConfig, evaluation_dataset, segment, training_dataset
+from nbseg.evaluation import evaluate
+from nbseg.evaluation.baselines import PER_IMAGE_SIZE, KMeansBaselines, kmeans_baselines, score_rows
+from nbseg.features import extract_dataset
+from nbseg.methods import workflow
+from nbseg.methods.alignseg.model import AlignSeg, AlignSegConfig, evaluation_dataset, training_dataset
+from nbseg.methods.base import get_method
+from nbseg.prototype_scores import segment_by_argmax
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-SHIPPED_CONFIGS = {"world": CONFIGS / "alignseg_world.yaml", "voc": CONFIGS / "alignseg_voc.yaml",
-                   "cocostuff27": CONFIGS / "alignseg_cocostuff27.yaml"}
-PER_IMAGE_SIZE = 100          # the released evaluation scores per image at 100 x 100 (docs Sec. 3.6)
-METRICS_JSON = "metrics.json"
-EVALUATION_CSV = "evaluation.csv"
 PROTOCOLS = ("hungarian", "per-image")
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Config, training, loading
+# Config, training, loading: the generic workflow with AlignSeg's spec
 # ----------------------------------------------------------------------------------------------------------
 
 def config_file(config: str | Path | None) -> Path:
     """``None`` / ``"world"`` -> the shipped world config, ``"voc"`` / ``"cocostuff27"`` -> the paper's settings
     for those datasets (DINO ViT-S/16, released schedule), else the path."""
-    if config is None:
-        return SHIPPED_CONFIGS["world"]
-    if str(config) in SHIPPED_CONFIGS:
-        return SHIPPED_CONFIGS[str(config)]
-    path = Path(config)
-    if not path.is_file():
-        raise ConfigError(f"AlignSeg config {path} does not exist: pass a YAML file, or one of the shipped names "
-                          f"{sorted(SHIPPED_CONFIGS)}")
-    return path
+    return get_method("alignseg").config_file(config)
 
 
 def load_alignseg_config(config: str | Path | None = None, overrides: dict | list | None = None) -> AlignSegConfig:
     """The resolved config: AlignSegConfig defaults <- ``config`` (see :func:`config_file`) <- ``overrides``
     (``{"n_prototypes": 5}`` or ``["n_prototypes=5"]``); unknown keys and bad values are errors."""
-    from nbseg.config import load_config
-
-    cfg = load_config(AlignSegConfig, config_file(config), overrides)
-    cfg.validate()
-    return cfg
+    return workflow.load_method_config(get_method("alignseg"), config, overrides)
 
 
 def train_alignseg(cfg: AlignSegConfig, run_dir: str | Path, *, progress: bool = True, backbone=None,
                    feature_cache=None, epoch_eval: tuple | None = None) -> tuple[AlignSeg, dict]:
     """Train AlignSeg in ``run_dir``; an existing run folder is resumed exactly (a finished one is only loaded).
-
-    Args:
-        cfg: the resolved config (stored in the run folder and the checkpoint; a resume with other values than the
-            run's, except the free keys such as ``max_steps``, is refused).
-        backbone: an already loaded backbone to reuse (must be the one ``cfg`` names).
-        feature_cache: a :class:`~nbseg.methods.alignseg.CropFeatureCache` shared between runs (speed only).
-        epoch_eval: ``(features, dataset)``: a :class:`nbseg.probes.FeatureSet` of a labelled split and the split;
-            if given, AlignSeg is scored on it with both protocols at every epoch end (``run_dir/metrics.csv``).
-    Returns:
-        (method, summary of :func:`nbseg.train.fit`).
-    """
-    from nbseg.data.multicrop import collate_multicrop
-    from nbseg.train import fit
-
-    method = AlignSeg(cfg, backbone=backbone)
-    method.feature_cache = feature_cache
+    ``feature_cache``: a :class:`~nbseg.methods.alignseg.CropFeatureCache` shared between runs (speed only);
+    ``epoch_eval``: ``(features, dataset)`` to score AlignSeg on at every epoch end (``run_dir/metrics.csv``)."""
     scores = None
     if epoch_eval is not None:
         features, dataset = epoch_eval
         scores = functools.partial(epoch_scores, features=features, n_classes=dataset.num_classes)
-    summary = fit(method, training_dataset(cfg), cfg, run_dir, collate_fn=collate_multicrop, progress=progress,
-                  evaluate=scores)
+    method, summary = workflow.train_method(get_method("alignseg"), cfg, run_dir, progress=progress,
+                                            backbone=backbone, epoch_scores=scores,
+                                            setup=_with_cache(feature_cache))
     method.feature_cache = None
-    return method.eval(), summary
+    return method, summary
+
+
+def _with_cache(cache):
+    def setup(method: AlignSeg) -> None:
+        method.feature_cache = cache
+    return setup
+
+
+def load_alignseg(path: str | Path, *, weights: str | None = None, device: str | torch.device = "cpu"
+                  ) -> tuple[AlignSeg, AlignSegConfig, dict]:
+    """Rebuild a trained AlignSeg from a run folder or ``checkpoint.pt`` (:func:`nbseg.methods.workflow.load_trained`;
+    a checkpoint of another model is a :class:`nbseg.train.CheckpointError` naming it). Returns (method in eval
+    mode, config, checkpoint dict)."""
+    _, method, cfg, state = workflow.load_trained(path, weights=weights, device=device, spec=get_method("alignseg"))
+    return method, cfg, state
 
 
 def epoch_scores(method: AlignSeg, features, n_classes: int) -> dict[str, float]:
     """mIoU of AlignSeg on ``features`` under both protocols (the per-epoch curve in ``metrics.csv``)."""
-    from nbseg.evaluation import evaluate
-
     preds = predict_features(method, features)
     labels = list(features.labels)
     K = method.cfg.n_prototypes
@@ -103,23 +91,11 @@ def epoch_scores(method: AlignSeg, features, n_classes: int) -> dict[str, float]
                                            eval_size=PER_IMAGE_SIZE).miou}
 
 
-def load_alignseg(path: str | Path, *, weights: str | None = None, device: str | torch.device = "cpu"
-                  ) -> tuple[AlignSeg, AlignSegConfig, dict]:
-    """Rebuild a trained AlignSeg from a run folder or ``checkpoint.pt``: the config stored in the checkpoint, its
-    backbone (``weights`` replaces the stored weights path, e.g. on another machine; the sha256 must match), then the
-    decoder. Raises :class:`nbseg.train.CheckpointError` for a missing / corrupt file or a checkpoint of another
-    model, naming it. Returns (method in eval mode, config, checkpoint dict)."""
-    import dataclasses
-
-    from nbseg.train import build_from_checkpoint
-
-    def factory(cfg: AlignSegConfig) -> AlignSeg:
-        if weights is not None:
-            cfg = dataclasses.replace(cfg, weights=str(weights))
-        return AlignSeg(cfg, device=device)
-
-    method, cfg, state = build_from_checkpoint(path, AlignSegConfig, factory, expected_kind="AlignSeg")
-    return method, method.cfg, state
+def epoch_evaluator(cfg: AlignSegConfig, backbone, *, limit: int | None = None, progress: bool = True):
+    """``model -> scores`` on the first ``limit`` images of the evaluation split (features extracted once)."""
+    dataset = evaluation_dataset(cfg)
+    features = extract_dataset(backbone, dataset, limit=limit, progress=progress)
+    return functools.partial(epoch_scores, features=features, n_classes=dataset.num_classes)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -132,8 +108,8 @@ def predict_features(method: AlignSeg, features, batch_size: int = 64) -> torch.
     backbone is frozen."""
     out = []
     for start in range(0, len(features.patches), batch_size):
-        sim = method.token_similarity(features.patches[start:start + batch_size])
-        out.append(segment(sim, features.image_size).cpu())
+        sim = method.scores_from_features(features.patches[start:start + batch_size])
+        out.append(segment_by_argmax(sim, features.image_size).cpu())
     return torch.cat(out) if out else torch.empty(0, *features.image_size, dtype=torch.long)
 
 
@@ -141,51 +117,6 @@ def image_prototypes(method: AlignSeg, features, batch_size: int = 64) -> torch.
     """The image-adapted prototypes P^x (N, K, D) of every image of ``features`` (Eq. 1)."""
     return torch.cat([method.image_prototypes(features.patches[s:s + batch_size]).cpu()
                       for s in range(0, len(features.patches), batch_size)])
-
-
-def score_rows(preds: torch.Tensor, features, dataset, n_clusters: int, method: str, **extra) -> list[dict]:
-    """Two rows (dataset-level Hungarian at the label resolution; per-image many-to-one precision at 100 x 100)
-    for one segmentation (N, H, W) of ``features``' images; ``extra`` columns are added to both."""
-    from nbseg.evaluation import evaluate
-
-    rows = []
-    for protocol in PROTOCOLS:
-        size = PER_IMAGE_SIZE if protocol == "per-image" else None
-        r = evaluate(list(preds), list(features.labels), n_clusters, dataset.num_classes, protocol=protocol,
-                     class_names=dataset.class_names, ignore_index=dataset.ignore_index, eval_size=size)
-        rows.append({"method": method, "K": n_clusters, "protocol": protocol,
-                     "scored_at": f"{size}x{size}" if size else "x".join(map(str, features.image_size)),
-                     "miou": r.miou, "pixel_acc": r.pixel_acc,
-                     "miou_excl_first": r.miou_excl_first if protocol == "per-image" else None,
-                     "n_images": r.n_images, **extra})
-    return rows
-
-
-@dataclass
-class KMeansBaselines:
-    """Per-image and dataset-level k-means segmentations (N, H, W) of a FeatureSet and their score rows."""
-
-    per_image: torch.Tensor
-    dataset: torch.Tensor
-    k_per_image: int
-    k_dataset: int
-    rows: list[dict]
-
-
-def kmeans_baselines(features, dataset, k_per_image: int, k_dataset: int | None = None, *, seed: int = 0
-                     ) -> KMeansBaselines:
-    """Per-image k-means (each image alone, K = ``k_per_image``) and dataset-level k-means (one clustering of every
-    patch of the split, K = ``k_dataset``, default ``k_per_image``) on the frozen patch tokens, cosine metric, each
-    scored with both protocols (paper Fig. 9: AlignSeg vs per-image k-means)."""
-    from nbseg.probes import kmeans_segmentation
-
-    k_dataset = k_dataset or k_per_image
-    per_image = kmeans_segmentation(features.patches, k_per_image, scope="image", size=features.image_size,
-                                    seed=seed)
-    whole = kmeans_segmentation(features.patches, k_dataset, scope="dataset", size=features.image_size, seed=seed)
-    rows = (score_rows(per_image, features, dataset, k_per_image, "per-image k-means", evaluation="Clustering")
-            + score_rows(whole, features, dataset, k_dataset, "dataset k-means", evaluation="Clustering"))
-    return KMeansBaselines(per_image, whole, k_per_image, k_dataset, rows)
 
 
 @dataclass
@@ -227,6 +158,18 @@ class AlignSegEvaluation:
         out.update(self.extra)
         return out
 
+    def report(self) -> str:
+        """The scores as a text table (mIoU and pixel accuracy in %), with the backbone and dataset."""
+        d = self.description
+        shown = self.table.copy()
+        for column in ("miou", "pixel_acc", "miou_excl_first"):
+            shown[column] = 100 * shown[column].astype(float)
+        columns = ["method", "K", "protocol", "scored_at", "miou", "pixel_acc", "miou_excl_first", "n_images"]
+        text = shown[columns].rename(columns={"miou": "mIoU %", "pixel_acc": "pixel acc %",
+                                              "miou_excl_first": "mIoU excl. first %"}).to_string(
+            index=False, float_format=lambda v: f"{v:.2f}", na_rep="-")
+        return f"AlignSeg ({d['variant']} variant)\nscored on {d['dataset']} with {d['backbone']}\n{text}"
+
 
 def describe(method: AlignSeg, dataset) -> dict:
     """What produced a result: method, variant, backbone (name, weights file, sha256), dataset and the settings
@@ -257,8 +200,6 @@ def evaluate_alignseg(method: AlignSeg, dataset=None, *, features=None, limit: i
     Returns:
         :class:`AlignSegEvaluation`.
     """
-    from nbseg.probes import extract_dataset
-
     dataset = dataset if dataset is not None else evaluation_dataset(method.cfg)
     if features is None:
         features = extract_dataset(method.backbone, dataset, limit=limit, progress=progress, batch_size=batch_size)
@@ -278,60 +219,29 @@ def evaluate_alignseg(method: AlignSeg, dataset=None, *, features=None, limit: i
         baselines = kmeans
     if baselines is not None:
         rows += [dict(r) for r in baselines.rows]
-    import pandas as pd
-
     table = pd.DataFrame(rows).assign(backbone=desc["backbone"], dataset=desc["dataset"], variant=desc["variant"])
     return AlignSegEvaluation(table=table, predictions=preds, features=features, dataset=dataset,
                               description=desc, kmeans=baselines)
 
 
-@dataclass
-class AlignSegRun:
-    """What :func:`run_alignseg` produced: the trained ``method``, its ``evaluation`` (None when not evaluated),
-    the ``metrics`` written to ``run_dir/metrics.json`` and the training ``summary``."""
-
-    method: AlignSeg
-    evaluation: AlignSegEvaluation | None
-    metrics: dict
-    summary: dict
-    run_dir: Path
+AlignSegRun = workflow.MethodRun
 
 
 def run_alignseg(cfg: AlignSegConfig, run_dir: str | Path, *, progress: bool = True, evaluate: bool = True,
                  eval_limit: int | None = None, epoch_eval: bool = False, feature_cache=None,
-                 kmeans: bool = True) -> AlignSegRun:
+                 kmeans: bool = True) -> workflow.MethodRun:
     """Train (or resume) ``run_dir`` with ``cfg``, then score it on ``cfg.eval_split`` (the first ``eval_limit``
     images) with both protocols, beside per-image and dataset-level k-means (``kmeans``), and write
-    ``run_dir/metrics.json`` (flat: what produced it, the variant, ``alignseg/<protocol>/miou`` ..., the baselines,
-    training steps and time) and ``run_dir/evaluation.csv``. ``epoch_eval`` also scores AlignSeg at every epoch end
-    (``run_dir/metrics.csv``)."""
-    from nbseg.io import atomic_write_json, atomic_write_text
-    from nbseg.probes import extract_dataset
+    ``run_dir/metrics.json`` and ``run_dir/evaluation.csv`` (:func:`nbseg.methods.workflow.run_method`).
+    ``epoch_eval`` also scores AlignSeg at every epoch end (``run_dir/metrics.csv``). The result's ``method`` is
+    the trained model."""
+    def setup(method: AlignSeg) -> None:
+        method.feature_cache = feature_cache
 
-    run_dir = Path(run_dir)
-    eval_set = features = backbone = None
-    if evaluate or epoch_eval:
-        from nbseg.backbones import load
-
-        backbone = load(cfg.backbone, cfg.weights, random_init=cfg.random_init)
-        eval_set = evaluation_dataset(cfg)
-        features = extract_dataset(backbone, eval_set, limit=eval_limit, progress=progress)
-    method, summary = train_alignseg(cfg, run_dir, progress=progress, backbone=backbone,
-                                     feature_cache=feature_cache,
-                                     epoch_eval=(features, eval_set) if epoch_eval else None)
-    metrics = {"run_dir": str(run_dir), "steps": summary["steps"], "total_steps": summary["total_steps"],
-               "finished": summary["finished"], "train_seconds": round(summary["seconds"], 1),
-               "final_loss": summary["loss"]}
-    result = None
-    if evaluate:
-        result = evaluate_alignseg(method, eval_set, features=features, kmeans=kmeans, seed=cfg.seed,
-                                   progress=progress)
-        metrics = {**result.metrics(), **metrics}
-        atomic_write_text(run_dir / EVALUATION_CSV, result.table.to_csv(index=False))
-    else:
-        metrics = {**describe(method, training_dataset(cfg)), **metrics}
-    atomic_write_json(run_dir / METRICS_JSON, metrics)
-    return AlignSegRun(method=method, evaluation=result, metrics=metrics, summary=summary, run_dir=run_dir)
+    run = workflow.run_method(get_method("alignseg"), cfg, run_dir, progress=progress, evaluate=evaluate,
+                              eval_limit=eval_limit, epoch_eval=epoch_eval, kmeans=kmeans, setup=setup)
+    run.model.feature_cache = None
+    return run
 
 
 def notebook_config(config: str | Path | None, overrides: dict, *, smoke: bool = False, epochs: int | None = None,
@@ -355,5 +265,5 @@ def notebook_config(config: str | Path | None, overrides: dict, *, smoke: bool =
 
 __all__ = ["load_alignseg_config", "config_file", "train_alignseg", "load_alignseg", "evaluate_alignseg",
            "run_alignseg", "AlignSegRun", "notebook_config", "predict_features", "image_prototypes",
-           "kmeans_baselines", "score_rows", "AlignSegEvaluation", "KMeansBaselines", "epoch_scores", "describe",
-           "PER_IMAGE_SIZE"]
+           "kmeans_baselines", "score_rows", "AlignSegEvaluation", "KMeansBaselines", "epoch_scores", "epoch_evaluator",
+           "describe", "PER_IMAGE_SIZE"]

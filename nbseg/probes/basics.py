@@ -2,12 +2,13 @@
 
 * :func:`open_dataset` / :func:`probe_backbones` - what every probe notebook opens: the dataset (resized for real
   images) and the backbone asked for, with the same architecture at random init beside it as a baseline.
-* :func:`extract_dataset` - run a frozen backbone once over a dataset: patch tokens, CLS, CLS attention, labels.
+* :func:`~nbseg.features.extract_dataset` (in :mod:`nbseg.features`, re-exported) - run a frozen backbone once
+  over a dataset: patch tokens, CLS, CLS attention, labels.
 * :func:`foreground_masks` - thing-foreground masks from a label map (VOC convention: 0 = background).
 * :func:`saliency_iou` - IoU of keep-the-mass attention masks with the ground-truth foreground, per image.
 * :func:`patch_class_shares` / :func:`patch_labels` - the share of each class in every patch, and its majority.
 * :func:`sample_patch_points` / :func:`embed_2d` - patch embeddings with their classes, projected to 2-D (t-SNE, PCA).
-* :func:`kmeans_segmentation` - per-image or dataset-level k-means on patch tokens, upsampled to pixels.
+* :func:`~nbseg.cluster.kmeans_segmentation` (re-exported) - per-image or dataset-level k-means on patch tokens.
 * :func:`linear_probe` - logistic regression on frozen patch tokens, scored at pixel level.
 """
 from __future__ import annotations
@@ -15,45 +16,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from nbseg import backbones
+from nbseg.cluster import kmeans_segmentation
+from nbseg.data import CenterCrop, Compose, Resize, load_dataset
+from nbseg.evaluation import scores_from_confusion
+from nbseg.evaluation.baselines import kmeans_baselines
+from nbseg.evaluation.metrics import confusion_matrix
+from nbseg.features.extract import FeatureSet, extract_dataset
 from nbseg.saliency import saliency as saliency_mask
 from nbseg.saliency import mask_iou, upsample_mask
-
-
-@dataclass
-class FeatureSet:
-    """A dataset seen through a backbone. patches (N, h, w, D), cls (N, D), attn (N, heads, h, w) float32;
-    images (N, 3, H, W) in [0, 1] (kept for figures); labels (N, H, W) int64 with 255 = ignore (or None)."""
-
-    patches: torch.Tensor
-    cls: torch.Tensor
-    attn: torch.Tensor
-    images: torch.Tensor
-    labels: torch.Tensor | None
-    ids: list[str]
-    backbone: str
-    dataset: str
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        return tuple(self.patches.shape[1:3])
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return tuple(self.images.shape[-2:])
-
-    def title(self) -> str:
-        """'<backbone> on <dataset>' for figure titles and tables."""
-        return f"{self.backbone} on {self.dataset}"
-
-    def subset(self, indices) -> "FeatureSet":
-        """The images ``indices`` (a sequence or tensor of positions) of this set, in that order."""
-        index = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
-        return FeatureSet(patches=self.patches[index], cls=self.cls[index], attn=self.attn[index],
-                          images=self.images[index], labels=None if self.labels is None else self.labels[index],
-                          ids=[self.ids[i] for i in index.tolist()], backbone=self.backbone, dataset=self.dataset)
 
 
 def open_dataset(name: str, root: str | None = None, split: str = "val", *, labels: str = "voc",
@@ -61,8 +36,6 @@ def open_dataset(name: str, root: str | None = None, split: str = "val", *, labe
     """The dataset a probe notebook reads: ``name`` at ``root`` (None: the embedded world), images resized (short
     side) and centre-cropped to ``image_size`` when given (real datasets, whose images differ in size); ``labels``
     picks the world's label set and is ignored for other datasets."""
-    from nbseg.data import CenterCrop, Compose, Resize, load_dataset
-
     transform = Compose([Resize(image_size), CenterCrop(image_size)]) if image_size else None
     extra = {"labels": labels} if name == "world" else {}
     return load_dataset(name, root=root, split=split, transform=transform, **extra)
@@ -77,44 +50,12 @@ def probe_backbones(name: str, weights: str | None = None, *, random_init: bool 
     baseline every number is compared with. ``random_init=True`` measures the random-init model alone (role
     ``"random_init"``). An unknown name or a wrong file raises :class:`nbseg.errors.WeightsError`.
     """
-    from nbseg import backbones
-
     if random_init:
         return {"random_init": backbones.load(name, weights, random_init=True, seed=seed)}
     out = {"trained": backbones.load(name, weights)}
     if compare_random_init:
         out["random_init"] = backbones.load(name, random_init=True, seed=seed)
     return out
-
-
-def extract_dataset(backbone, dataset, *, batch_size: int = 32, limit: int | None = None, progress: bool = True
-                    ) -> FeatureSet:
-    """Run ``backbone.extract`` over ``dataset`` (all images the same size, a multiple of the patch size).
-
-    Args:
-        backbone: a :class:`nbseg.backbones.Backbone`.
-        dataset: a :class:`nbseg.data.SegDataset` (use its ``transform`` to resize real images).
-        limit: use only the first ``limit`` images (smoke runs).
-    """
-    from tqdm.auto import tqdm
-
-    from nbseg.data import collate_samples
-
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    feats, images, labels, ids = [], [], [], []
-    for start in tqdm(range(0, n, batch_size), desc=f"features ({backbone.name})", disable=not progress):
-        batch = collate_samples([dataset[i] for i in range(start, min(n, start + batch_size))])
-        out = backbone.extract(batch["image"])
-        feats.append(out.to("cpu"))
-        images.append(batch["image"])
-        if batch["label"] is not None:
-            labels.append(batch["label"])
-        ids += batch["id"]
-    return FeatureSet(
-        patches=torch.cat([f.patches for f in feats]), cls=torch.cat([f.cls for f in feats]),
-        attn=torch.cat([f.attn for f in feats]), images=torch.cat(images),
-        labels=torch.cat(labels) if labels else None, ids=ids, backbone=backbone.describe(),
-        dataset=dataset.describe())
 
 
 def foreground_masks(labels: torch.Tensor, ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,30 +159,6 @@ def embedding_panels(features: FeatureSet, image_sets: dict, n_classes: int, *, 
     return out
 
 
-def kmeans_segmentation(patches: torch.Tensor, k: int, *, scope: str = "dataset", size: tuple[int, int] | None = None,
-                        seed: int = 0, n_init: int = 3, metric: str = "cosine") -> torch.Tensor:
-    """Segment by k-means on patch tokens.
-
-    Args:
-        patches: (N, h, w, D).
-        scope: ``"dataset"`` (one clustering over every patch of every image: clusters can mean classes) or
-            ``"image"`` (each image clustered alone: cluster ids mean nothing across images).
-        size: upsample the (N, h, w) cluster map to (N, *size) with nearest.
-    Returns:
-        (N, h, w) or (N, H, W) int64 cluster ids.
-    """
-    from nbseg.cluster import kmeans_dataset, kmeans_per_image, upsample_labels
-
-    if scope == "dataset":
-        labels, _ = kmeans_dataset(patches, k, seed=seed, n_init=n_init, metric=metric)
-        labels = labels.reshape(patches.shape[:3])
-    elif scope == "image":
-        labels = kmeans_per_image(patches, k, seed=seed, n_init=n_init, metric=metric)
-    else:
-        raise ValueError(f"scope must be 'dataset' or 'image', got {scope!r}")
-    return upsample_labels(labels, size) if size is not None else labels
-
-
 @dataclass
 class LinearProbeResult:
     pixel_acc: float
@@ -257,9 +174,6 @@ def linear_probe(train: FeatureSet, test: FeatureSet, n_classes: int, *, C: floa
     Features are standardised with the training mean and std. Returns pixel accuracy and mIoU (identity matching).
     """
     from sklearn.linear_model import LogisticRegression
-
-    from nbseg.evaluation import scores_from_confusion
-    from nbseg.evaluation.metrics import confusion_matrix
 
     y = patch_labels(train.labels, train.grid, n_classes, ignore_index).reshape(-1)
     x = train.patches.reshape(-1, train.patches.shape[-1])
@@ -306,28 +220,17 @@ class KMeansBenchmark:
 
 def kmeans_benchmark(features: FeatureSet, dataset, *, k_per_image: int = 5, k_dataset: int | None = None,
                      seed: int = 0, saliency_fraction: float = 0.6) -> KMeansBenchmark:
-    """Segment ``features`` by per-image and dataset-level k-means and score each with dataset-level Hungarian
-    matching and AlignSeg's per-image many-to-one precision protocol (mIoU over present classes)."""
-    import pandas as pd
-
-    from nbseg.evaluation import evaluate
-
-    n_classes = dataset.num_classes
-    k_dataset = k_dataset or n_classes
-    per_image = kmeans_segmentation(features.patches, k_per_image, scope="image", size=features.image_size,
-                                    seed=seed)
-    whole = kmeans_segmentation(features.patches, k_dataset, scope="dataset", size=features.image_size, seed=seed)
-    rows = []
-    for method, preds, k in (("per-image k-means", per_image, k_per_image),
-                             ("dataset k-means", whole, k_dataset)):
-        for protocol in ("hungarian", "per-image"):
-            r = evaluate(list(preds), list(features.labels), n_clusters=k, n_classes=n_classes, protocol=protocol,
-                         class_names=dataset.class_names)
-            rows.append({"backbone": features.backbone, "dataset": features.dataset, "method": method, "K": k,
-                         "protocol": protocol, "mean_over": r.mean_over, "miou": r.miou, "pixel_acc": r.pixel_acc})
+    """Segment ``features`` by per-image and dataset-level k-means (:func:`nbseg.evaluation.kmeans_baselines`,
+    default ``k_dataset``: the number of classes) and score each with dataset-level Hungarian matching and
+    AlignSeg's per-image many-to-one precision protocol (mIoU over present classes, at the label resolution)."""
+    k_dataset = k_dataset or dataset.num_classes
+    base = kmeans_baselines(features, dataset, k_per_image, k_dataset, seed=seed, per_image_size=None)
+    table = pd.DataFrame([{"backbone": features.backbone, "dataset": features.dataset, "method": r["method"],
+                           "K": r["K"], "protocol": r["protocol"], "mean_over": r["mean_over"], "miou": r["miou"],
+                           "pixel_acc": r["pixel_acc"]} for r in base.rows])
     # Saliency is scored against the thing foreground, which only VOC-style label sets (0 = background) define.
     has_background = features.labels is not None and dataset.class_names[0] == "background"
     sal = saliency_iou(features.attn, features.labels, fraction=saliency_fraction).mean().item() \
         if has_background else float("nan")
-    return KMeansBenchmark(table=pd.DataFrame(rows), per_image=per_image, dataset=whole, k_per_image=k_per_image,
+    return KMeansBenchmark(table=table, per_image=base.per_image, dataset=base.dataset, k_per_image=k_per_image,
                            k_dataset=k_dataset, saliency_iou=sal)

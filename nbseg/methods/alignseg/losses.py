@@ -46,6 +46,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nbseg.prototype_scores import l2_normalise, token_prototype_cosine
+
 VARIANTS = ("paper", "official")
 
 
@@ -55,23 +57,6 @@ def check_variant(variant: str) -> str:
         raise ValueError(f"unknown AlignSeg variant {variant!r}: use 'paper' (the equations as printed) or "
                          f"'official' (what the released code computes)")
     return variant
-
-
-def l2_normalise(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
-    """``x / max(||x||, eps)`` along the last dimension (the released code's ``norm``, eps 1e-10)."""
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
-
-
-def token_prototype_cosine(tokens: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-    """Eq. (2): ``s = cos<x, P^x>``.
-
-    Args:
-        tokens: (..., N, D) patch tokens.
-        prototypes: (..., K, D) image-adapted prototypes of the same image (same leading dims).
-    Returns:
-        (..., N, K) cosine similarities in [-1, 1].
-    """
-    return l2_normalise(tokens) @ l2_normalise(prototypes).transpose(-1, -2)
 
 
 # ----------------------------------------------------------------------------------------------------------

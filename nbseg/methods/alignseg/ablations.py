@@ -1,0 +1,74 @@
+"""AlignSeg's Table II ablations, as data: each one a config change and the paper's number for the same change
+(PVOC, DINO ViT-S/16, from :data:`nbseg.methods.alignseg.paper.PAPER_TABLE_II`).
+
+``nbseg ablate alignseg OUT --profile smoke|full`` runs them through the library
+(:func:`nbseg.methods.workflow.run_ablations`: one resumable run folder each, ``OUT/<name>/10_alignseg/``, the folder
+the earlier notebook batch wrote, so its runs are found and resumed) and collects one table, ``OUT/table_ii.csv``.
+:func:`table_ii_sets` gives the same ablations as parameters of notebook ``10_alignseg``, to rerun one by hand.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nbseg.methods import workflow
+from nbseg.methods.alignseg.paper import PAPER_TABLE_II
+from nbseg.methods.base import Ablation, get_method
+
+NOTEBOOK = "10_alignseg"
+RUN_FOLDER = NOTEBOOK
+TABLE_CSV = "table_ii.csv"
+PAPER_COLUMN = "paper mIoU % (PVOC, DINO ViT-S/16)"
+_A, _B, _C = PAPER_TABLE_II["a"], PAPER_TABLE_II["b"], PAPER_TABLE_II["c"]
+
+TABLE_II: dict[str, Ablation] = {
+    "baseline": Ablation({}, "(a) L=1 K=10 v_l=2", _A["L=1 K=10 v_l=2"]),
+    "L=3": Ablation({"n_layers": 3}, "(a) L=3 K=5 v_l=2 (vs 69.5 at L=1)", _A["L=3 K=5 v_l=2"]),
+    "v_l=1": Ablation({"n_local": 1}, "(a) L=1 K=5 v_l=1 (vs 69.5 at v_l=2)", _A["L=1 K=5 v_l=1"]),
+    "v_l=3": Ablation({"n_local": 3}, "(a) L=1 K=5 v_l=3 (vs 69.5 at v_l=2)", _A["L=1 K=5 v_l=3"]),
+    "K=5": Ablation({"n_prototypes": 5}, "(a) L=1 K=5 v_l=2", _A["L=1 K=5 v_l=2"]),
+    "K=15": Ablation({"n_prototypes": 15}, "(a) L=1 K=15 v_l=2", _A["L=1 K=15 v_l=2"]),
+    "L_corr only": Ablation({"alpha": 0.0}, "(b) L_corr only (vs 69.5 with both)", _B["L_corr only"]),
+    "L_proto only": Ablation({"beta": 0.0}, "(b) L_proto only (vs 69.5 with both)", _B["L_proto only"]),
+    # the smoke profile trains on 64 images in batches of 16: x4 is 64 there
+    "batch x4": Ablation({"batch_size": 128}, "(c) batch 128, 10 epochs (vs 69.5 at 32)", _C["batch 128, 10 epochs"],
+                         smoke_overrides={"batch_size": 64}),
+    "epochs x5": Ablation({}, "(c) batch 32, 50 epochs (vs 69.5 at 10)", _C["batch 32, 50 epochs"], epoch_scale=5),
+}
+SMOKE_SETS = ("baseline", "L_corr only", "L_proto only")
+TABLE_COLUMNS = {"variant": "variant", "K": "K", "L": "L", "v_l": "v_l", "epochs": "epochs",
+                 "batch_size": "batch_size", "steps": "steps",
+                 "alignseg/hungarian/miou": "AlignSeg hungarian %", "alignseg/per-image/miou": "AlignSeg per-image %",
+                 "per-image k-means/hungarian/miou": "per-image k-means hungarian %",
+                 "dataset k-means/hungarian/miou": "dataset k-means hungarian %"}
+
+
+def table_ii_sets(names=None, *, smoke: bool = False) -> dict[str, dict]:
+    """The ablations ``names`` (default: all, or :data:`SMOKE_SETS` with ``smoke``) as parameters of notebook
+    ``10_alignseg`` (``OVERRIDES`` and ``EPOCH_SCALE``)."""
+    spec = get_method("alignseg")
+    sets = {}
+    for name in workflow.ablation_names(spec, names, smoke=smoke):
+        a = TABLE_II[name]
+        overrides = {**a.overrides, **(a.smoke_overrides if smoke else {})}
+        sets[name] = ({"OVERRIDES": overrides} if overrides else {}) | (
+            {"EPOCH_SCALE": a.epoch_scale} if a.epoch_scale != 1 else {})
+    return sets
+
+
+def collect_table_ii(out_dir: str | Path, names):
+    """One row per ablation of ``out_dir``: its settings, AlignSeg's mIoU under both protocols (%), the k-means
+    baselines, and the paper's number for the same change (:func:`nbseg.methods.workflow.collect_ablations`)."""
+    return workflow.collect_ablations(get_method("alignseg"), out_dir, names)
+
+
+def run_table_ii(out_dir: str | Path, names=None, *, profile: str = "smoke", overrides: dict | None = None,
+                 config: str | Path | None = None, progress: bool = True):
+    """Run the Table II ablations ``names`` with ``overrides`` common to all (e.g. ``{"weights": PATH}``), each in
+    ``out_dir/<name>/10_alignseg/``, and collect ``out_dir/table_ii.csv`` (returned as a DataFrame). A failing run
+    does not stop the others; it is reported in the table's ``status`` column."""
+    return workflow.run_ablations(get_method("alignseg"), out_dir, names, profile=profile, config=config,
+                                  overrides=overrides, progress=progress)
+
+
+__all__ = ["TABLE_II", "SMOKE_SETS", "TABLE_COLUMNS", "PAPER_COLUMN", "table_ii_sets", "collect_table_ii",
+           "run_table_ii"]
