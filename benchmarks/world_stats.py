@@ -19,22 +19,12 @@ import torch
 from _report import emit
 
 
-def raw_colour_kmeans(labels: str, max_pixels: int = 400_000) -> dict:
-    from nbseg.cluster import assign, kmeans
+def raw_colour_kmeans(labels: str) -> dict:
     from nbseg.data import load_dataset
-    from nbseg.evaluation import evaluate
+    from nbseg.pretrain.quality import raw_colour_kmeans as measure
 
-    ds = load_dataset("world", split="val", labels=labels)
-    images = torch.stack([ds[i].image for i in range(len(ds))])          # (N, 3, H, W)
-    gts = [ds[i].label for i in range(len(ds))]
-    pixels = images.permute(0, 2, 3, 1).reshape(-1, 3)
-    sample = pixels[torch.randperm(len(pixels), generator=torch.Generator().manual_seed(0))[:max_pixels]]
-    k = ds.num_classes
-    _, centroids, _ = kmeans(sample, k, metric="euclidean", seed=0, n_init=3)
-    preds = assign(pixels, centroids, metric="euclidean").reshape(images.shape[0], *images.shape[-2:])
-    r = evaluate(list(preds), gts, n_clusters=k, n_classes=k, protocol="hungarian")
-    return {"labels": labels, "K": k, "miou": round(r.miou, 4), "pixel_acc": round(r.pixel_acc, 4),
-            "mean_over": r.mean_over, "n_images": len(ds)}
+    return {"labels": labels, **{k: round(v, 4) if isinstance(v, float) else v
+                                 for k, v in measure(load_dataset("world", split="val", labels=labels)).items()}}
 
 
 def main(argv=None) -> int:

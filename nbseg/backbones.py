@@ -32,22 +32,82 @@ from torch import nn
 from nbseg.errors import WeightsError
 
 EMBEDDED_NAME = "embedded"
+EMBEDDED_SSL_NAME = "embedded-ssl"
 EMBEDDED_ARCH = "nbseg_vit_tiny_patch8"
 ASSETS = Path(__file__).resolve().parent / "assets"
 EMBEDDED_WEIGHTS = ASSETS / "embedded_vit_tiny_patch8.pt"
+EMBEDDED_SSL_WEIGHTS = ASSETS / "embedded_ssl_vit_tiny_patch8.pt"
+# The ViTs shipped with nbseg (both trained by nbseg on its synthetic world, never a paper's model), with the way
+# each was trained: figure titles and tables carry it, so no reader takes one for the other (or for DINO on images).
+EMBEDDED = {
+    EMBEDDED_NAME: (lambda: EMBEDDED_WEIGHTS, "weakly supervised by captions, not DINO"),
+    EMBEDDED_SSL_NAME: (lambda: EMBEDDED_SSL_WEIGHTS, "self-supervised, DINO"),
+}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Names shown by ``nbseg backbones list``; any other timm ViT name works too.
 KNOWN_NAMES = [
-    EMBEDDED_NAME,
+    EMBEDDED_NAME, EMBEDDED_SSL_NAME,
     "vit_small_patch16_224.dino", "vit_small_patch8_224.dino",
     "vit_base_patch16_224.dino", "vit_base_patch8_224.dino",
     "vit_small_patch14_dinov2.lvd142m", "vit_small_patch14_reg4_dinov2.lvd142m",
 ]
 
 
+class ConvStemPatchEmbed(nn.Module):
+    """A patch embedding made of convolutions (Xiao et al., "Early convolutions help transformers see better",
+    NeurIPS 2021): three 3x3 stride-2 conv + BN + ReLU layers (3 -> 24 -> 48 -> 96 channels) and a 1x1 projection to
+    ``embed_dim``, so each token sees its 8x8 patch (and a little context) through a small CNN instead of one linear
+    map. Same interface and output as timm's ``PatchEmbed`` with ``patch_size=8`` (what ``VisionTransformer`` asks
+    of its ``embed_layer``): (B, 3, H, W) -> (B, H/8, W/8, D) with ``output_fmt="NHWC"``, else (B, H/8 * W/8, D).
+
+    Why nbseg ships it: a plain ViT learns local texture from scratch slowly, and the embedded backbone is trained
+    on 2 CPU cores (see the model card's learning curves)."""
+
+    def __init__(self, img_size=64, patch_size=8, in_chans=3, embed_dim=192, bias=True, strict_img_size=True,
+                 output_fmt=None, dynamic_img_pad=False, norm_layer=None, flatten=True, **_):
+        super().__init__()
+        from timm.layers import Format
+
+        if patch_size != 8:
+            raise WeightsError(f"ConvStemPatchEmbed makes patches of 8 px (three stride-2 convs), not {patch_size}")
+        self.patch_size = (8, 8)
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.grid_size = (self.img_size[0] // 8, self.img_size[1] // 8)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.dynamic_img_pad = dynamic_img_pad
+        self.strict_img_size = strict_img_size
+        self.output_fmt = Format(output_fmt) if output_fmt is not None else Format.NCHW
+        self.flatten = flatten and output_fmt is None
+        layers, width = [], in_chans
+        for out in (24, 48, 96):
+            layers += [nn.Conv2d(width, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out),
+                       nn.ReLU(inplace=True)]
+            width = out
+        layers.append(nn.Conv2d(width, embed_dim, 1, bias=bias))
+        self.proj = nn.Sequential(*layers)
+        self.norm = norm_layer(embed_dim) if norm_layer else nn.Identity()
+
+    def feat_ratio(self, as_scalar=True):
+        return 8 if as_scalar else (8, 8)
+
+    def dynamic_feat_size(self, img_size):
+        return img_size[0] // 8, img_size[1] // 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-2:]
+        if H % 8 or W % 8:
+            raise ValueError(f"input size {H}x{W} is not a multiple of the patch size 8")
+        x = self.proj(x)                                   # (B, D, H/8, W/8)
+        if self.flatten:
+            x = x.flatten(2).transpose(1, 2)
+        elif self.output_fmt.value == "NHWC":
+            x = x.permute(0, 2, 3, 1)
+        return self.norm(x)
+
+
 def _register_embedded_arch() -> None:
-    """Register nbseg's small ViT with timm, so ``timm.create_model(EMBEDDED_ARCH)`` and
+    """Register nbseg's small ViTs with timm, so ``timm.create_model(EMBEDDED_ARCH)`` and
     ``load(EMBEDDED_ARCH, weights=FILE)`` work like any timm name."""
     import timm
     from timm.models import register_model
@@ -56,16 +116,24 @@ def _register_embedded_arch() -> None:
     if timm.models.is_model(EMBEDDED_ARCH):
         return
 
-    @register_model
-    def nbseg_vit_tiny_patch8(pretrained: bool = False, **kwargs) -> VisionTransformer:
-        """ViT-Tiny/8 sized for the 96-px embedded world: 192-d, 6 blocks, 6 heads (2.7M parameters)."""
+    def tiny_vit(pretrained: bool, kwargs: dict, **arch) -> VisionTransformer:
         if pretrained:
-            raise WeightsError(f"{EMBEDDED_ARCH} has no hub weights: use nbseg.backbones.load('embedded')")
+            raise WeightsError("nbseg's embedded ViTs have no hub weights: use nbseg.backbones.load('embedded')")
         args = dict(img_size=64, patch_size=8, embed_dim=192, depth=6, num_heads=6, mlp_ratio=4.0, qkv_bias=True,
-                    num_classes=0)
+                    num_classes=0, **arch)
         args.update({k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay",
                                                                    "cache_dir")})
         return VisionTransformer(**args)
+
+    @register_model
+    def nbseg_vit_tiny_patch8(pretrained: bool = False, **kwargs) -> VisionTransformer:
+        """ViT-Tiny/8 sized for the 96-px embedded world: 192-d, 6 blocks, 6 heads (2.7M parameters)."""
+        return tiny_vit(pretrained, kwargs)
+
+    @register_model
+    def nbseg_vit_tiny_convstem_patch8(pretrained: bool = False, **kwargs) -> VisionTransformer:
+        """The same ViT-Tiny/8 with a convolutional patch embedding (:class:`ConvStemPatchEmbed`)."""
+        return tiny_vit(pretrained, kwargs, embed_layer=ConvStemPatchEmbed)
 
     nbseg_vit_tiny_patch8.__name__ = EMBEDDED_ARCH
 
@@ -110,8 +178,9 @@ class Backbone(nn.Module):
     """A frozen ViT that extracts patch tokens, the CLS token and the last block's CLS attention."""
 
     def __init__(self, model: nn.Module, name: str, *, weights_path: str | None, weights_sha256: str,
-                 random_init: bool, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                 random_init: bool, mean=IMAGENET_MEAN, std=IMAGENET_STD, training: str | None = None):
         super().__init__()
+        self.training_source = training      # how the weights were trained, when nbseg knows (embedded backbones)
         if not hasattr(model, "blocks") or not hasattr(model.blocks[-1], "attn"):
             raise WeightsError(f"{name}: nbseg backbones must be timm VisionTransformers (blocks[-1].attn)")
         self.model = model.eval().requires_grad_(False)
@@ -151,11 +220,13 @@ class Backbone(nn.Module):
         if self.random_init:
             return f"{self.name} (RANDOM INIT)"
         src = Path(self.weights_path).name if self.weights_path else "hub"
-        return f"{self.name} ({src}, sha256 {self.weights_sha256[:10]})"
+        how = f"{self.training_source}, " if self.training_source else ""
+        return f"{self.name} ({how}{src}, sha256 {self.weights_sha256[:10]})"
 
     def info(self) -> dict:
         return {"name": self.name, "weights_path": self.weights_path, "weights_sha256": self.weights_sha256,
-                "random_init": self.random_init, "patch_size": self.patch_size, "dim": self.dim,
+                "random_init": self.random_init, "training": self.training_source,
+                "patch_size": self.patch_size, "dim": self.dim,
                 "num_heads": self.num_heads}
 
     # ---- extraction ----------------------------------------------------------------------------------
@@ -240,7 +311,8 @@ def state_dict_sha256(state_dict: dict) -> str:
         t = state_dict[key]
         if torch.is_tensor(t):
             h.update(key.encode())
-            h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            # reshape(-1): 0-d tensors (BatchNorm's num_batches_tracked) cannot be viewed as bytes directly
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -329,7 +401,8 @@ def load(name: str, weights: str | Path | None = None, *, random_init: bool = Fa
 
     Args:
         name: a timm ViT name (``vit_small_patch16_224.dino``, ``vit_small_patch8_224.dino``, ...), nbseg's
-            ``EMBEDDED_ARCH``, or ``"embedded"`` for the ViT shipped with nbseg (pretrained with DINO on the world).
+            ``EMBEDDED_ARCH``, ``"embedded"`` for the default ViT shipped with nbseg (trained on the world, weakly
+            supervised by its captions: not DINO) or ``"embedded-ssl"`` for the best self-supervised (DINO) one.
         weights: a local weights file (offline use). ``None``: the hub for timm names, the shipped file for
             ``"embedded"``.
         random_init: the same architecture with random weights (seeded by ``seed``): the baseline every probe
@@ -338,11 +411,12 @@ def load(name: str, weights: str | Path | None = None, *, random_init: bool = Fa
     """
     if random_init and weights is not None:
         raise WeightsError("pass either weights=PATH or random_init=True, not both")
-    arch = EMBEDDED_ARCH if name == EMBEDDED_NAME else name
-    if name == EMBEDDED_NAME and weights is None and not random_init:
-        weights = EMBEDDED_WEIGHTS
-        if not EMBEDDED_WEIGHTS.is_file():
-            raise WeightsError(f"the embedded backbone file {EMBEDDED_WEIGHTS} is missing from this installation: "
+    arch = EMBEDDED_ARCH if name in EMBEDDED else name
+    training = None
+    if name in EMBEDDED and weights is None and not random_init:
+        weights, training = EMBEDDED[name][0](), EMBEDDED[name][1]
+        if not weights.is_file():
+            raise WeightsError(f"the embedded backbone file {weights} is missing from this installation: "
                                "reinstall nbseg from the repository, or train one with `nbseg pretrain` and pass "
                                "weights=PATH, or use random_init=True for an untrained baseline")
     if random_init:
@@ -371,9 +445,9 @@ def load(name: str, weights: str | Path | None = None, *, random_init: bool = Fa
         sha, path = state_dict_sha256(model.state_dict()), None
     cfg = getattr(model, "pretrained_cfg", None) or {}
     mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
-    shown = name if name == EMBEDDED_NAME else arch
+    shown = name if name in EMBEDDED else arch
     return Backbone(model, shown, weights_path=path, weights_sha256=sha, random_init=random_init,
-                    mean=mean, std=std).to(device)
+                    mean=mean, std=std, training=training).to(device)
 
 
 def resize_to_patch_multiple(images: torch.Tensor, patch_size: int, size: int | tuple[int, int] | None = None

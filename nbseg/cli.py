@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "nbseg.evaluation.cli",   # nbseg eval
     "nbseg.notebook_runner",  # nbseg notebooks run
     "nbseg.pretrain.cli",     # nbseg pretrain / nbseg pretrain export
+    "nbseg.pretrain.tags_cli",  # nbseg pretrain-tags / nbseg pretrain-tags export (weak supervision by captions)
     "nbseg.methods.cli",      # nbseg train / evaluate / segment / ablate
 ]
 

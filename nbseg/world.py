@@ -4,9 +4,18 @@ Why it exists: real datasets and real DINO weights cannot be downloaded on the m
 tested on, yet every notebook needs images with ground truth. The world is built so that the *real* VOC loader
 reads it, and so that the task cannot be solved by colour alone:
 
-* **Class identity is carried by shape and texture, never by colour.** Every region (thing or stuff) draws its
-  two colours from one palette shared by all classes, with per-instance jitter; the texture pattern mixes them.
-  Dataset-level k-means on raw pixel colours therefore scores far below 50% mIoU (tested).
+* **Class identity is carried by texture and shape first, colour second, as in natural images.** Each class
+  prefers a few palette colours (``CLASS_COLOURS``; shared with other classes, like sky-blue and water-blue) and
+  uses them with probability ``colour_prior`` (default 0.6), otherwise any palette colour; per-instance jitter
+  stays. So colour is evidence but never the answer: dataset-level k-means on raw pixel colours stays below 0.20
+  mIoU on the full labels (``benchmarks/world_stats.py`` reports it; a test bounds it).
+* **Textures at scales a patch-8 ViT resolves**: periods of 9-15 px on things (>= ~1.5 patches at native size,
+  so crop rescaling does not alias them), grass 9, water 11, bricks 10 x 20 px; each class keeps its own pattern
+  and the two-part things keep parts with different textures.
+* **Layout and co-occurrence as in real scenes**: stuff is stacked top to bottom in a natural order most of the
+  time (sky, then brick, then water / sand / grass), kites and stars fly in the upper half, houses, mushrooms and
+  boxes stand in the lower half; things are large enough (cluttered ones 4-7 patches across) that their texture
+  repeats on them.
 * 8 thing classes (two of them, ``mushroom`` and ``house``, made of two parts with different textures, since
   AlignSeg and TransFGU both report part discovery) and 5 stuff classes.
 * Scenes range from object-centric (one large object) to cluttered (up to five objects, with occlusion) over 1-3
@@ -41,7 +50,7 @@ from scipy import ndimage
 from nbseg.io import atomic_write_bytes, atomic_write_text, png_bytes
 
 VAL_INDEX_OFFSET = 1_000_000
-WORLD_FORMAT_VERSION = 1
+WORLD_FORMAT_VERSION = 2   # 2: colour priors, coarser textures, layout (world v2)
 
 THING_CLASSES = ["ball", "box", "kite", "star", "cross", "ring", "mushroom", "house"]
 STUFF_CLASSES = ["sky", "grass", "water", "brick", "sand"]
@@ -71,6 +80,28 @@ COLOUR_NAMES = ["red", "orange", "yellow", "lime", "green", "teal", "blue", "pur
                 "white", "grey", "black", "beige"]
 
 
+def _colours(*names: str) -> tuple[int, ...]:
+    return tuple(COLOUR_NAMES.index(n) for n in names)
+
+
+# Each class's preferred palette colours (world v2): overlapping between classes as in natural images (sky and
+# water share blue, sand and box share beige), so colour is evidence for a class, never a label.
+CLASS_COLOURS = {
+    "ball": _colours("red", "yellow", "blue", "white"), "box": _colours("brown", "beige", "orange"),
+    "kite": _colours("red", "pink", "purple", "yellow"), "star": _colours("yellow", "orange", "white"),
+    "cross": _colours("red", "white", "grey", "black"), "ring": _colours("orange", "pink", "teal"),
+    "mushroom": _colours("red", "white", "beige", "brown"), "house": _colours("brown", "red", "grey", "white"),
+    "sky": _colours("blue", "white", "teal", "grey"), "grass": _colours("lime", "green", "yellow"),
+    "water": _colours("teal", "blue", "green"), "brick": _colours("red", "brown", "orange", "beige"),
+    "sand": _colours("beige", "yellow", "orange", "white"),
+}
+# Where stuff sits, top (0) to bottom (1), and where things prefer to stand (vertical range of their centre, as a
+# fraction of the image height): the layout priors of world v2.
+STUFF_HEIGHT = {"sky": 0.0, "brick": 0.25, "water": 0.6, "sand": 0.8, "grass": 0.85}
+THING_HEIGHT = {"kite": (0.1, 0.55), "star": (0.1, 0.6), "house": (0.45, 0.9), "mushroom": (0.5, 0.9),
+                "box": (0.4, 0.9)}
+
+
 @dataclass(frozen=True)
 class WorldSpec:
     """The arguments that fully determine a world root."""
@@ -79,6 +110,8 @@ class WorldSpec:
     size: int = 96
     n_train: int = 2000
     n_val: int = 300
+    colour_prior: float = 0.6     # probability that a region takes one of its class's preferred colours
+    layout_prior: float = 0.85    # probability that stuff is stacked in its natural order (sky on top)
     version: int = WORLD_FORMAT_VERSION
 
 
@@ -107,12 +140,13 @@ def class_table() -> dict:
         "coarse": {"names": group_names, "full_to_coarse": [group_of[c] for c in full]},
         "two_part_things": {k: list(v) for k, v in TWO_PART_THINGS.items()},
         "palette_rgb": PALETTE.round(3).tolist(),
+        "class_colours": {c: [COLOUR_NAMES[i] for i in CLASS_COLOURS[c]] for c in full},
     }
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Textures: functions of pixel coordinates (u, v) in a rotated frame, returning a mixing weight in [0, 1].
-# Periods are in pixels, so textures stay resolvable by an 8-pixel patch at every object scale.
+# Periods are in pixels (9-15 on things), so textures stay resolvable by an 8-pixel patch after crop rescaling.
 # ----------------------------------------------------------------------------------------------------------
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
@@ -123,24 +157,24 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
 
 def _texture(kind: str, u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Mixing weight in [0, 1] for texture ``kind`` at rotated pixel coordinates (u, v)."""
-    period = rng.uniform(5.5, 7.5)
+    period = rng.uniform(9.0, 15.0)
     phase = rng.uniform(0, 2 * np.pi)
     if kind == "dots":        # polka dots on a square lattice
         du = np.mod(u / period + phase, 1.0) - 0.5
         dv = np.mod(v / period + phase, 1.0) - 0.5
-        return (du * du + dv * dv < 0.09).astype(np.float32)
+        return (du * du + dv * dv < 0.08).astype(np.float32)
     if kind == "checker":
         return ((np.floor(u / period + phase) + np.floor(v / period)) % 2).astype(np.float32)
     if kind == "stripes":     # bold parallel stripes
         return (np.sin(2 * np.pi * u / period + phase) > 0).astype(np.float32)
     if kind == "rings":       # concentric rings around the object centre
-        return (np.sin(2 * np.pi * np.hypot(u, v) / (0.8 * period) + phase) > 0).astype(np.float32)
+        return (np.sin(2 * np.pi * np.hypot(u, v) / period + phase) > 0).astype(np.float32)
     if kind == "grid":        # thin lines on a square grid
-        gu = np.abs(np.mod(u / period + phase, 1.0) - 0.5) > 0.36
-        gv = np.abs(np.mod(v / period + phase, 1.0) - 0.5) > 0.36
+        gu = np.abs(np.mod(u / period + phase, 1.0) - 0.5) > 0.38
+        gv = np.abs(np.mod(v / period + phase, 1.0) - 0.5) > 0.38
         return (gu | gv).astype(np.float32)
     if kind == "spokes":      # radial wedges
-        return (np.sin(8 * np.arctan2(v, u) + phase) > 0).astype(np.float32)
+        return (np.sin(6 * np.arctan2(v, u) + phase) > 0).astype(np.float32)
     if kind == "hatch":       # diagonal cross-hatch
         a = np.sin(2 * np.pi * (u + v) / period + phase) > 0.4
         b = np.sin(2 * np.pi * (u - v) / period + phase) > 0.4
@@ -148,24 +182,26 @@ def _texture(kind: str, u: np.ndarray, v: np.ndarray, rng: np.random.Generator) 
     if kind == "zigzag":
         return (np.sin(2 * np.pi * (v + 2.0 * np.abs(np.mod(u / period, 1.0) - 0.5) * period) / period) > 0
                 ).astype(np.float32)
-    if kind == "solid_speckle":  # nearly flat with sparse small speckles
-        return (rng.random(u.shape) > 0.93).astype(np.float32)
+    if kind == "solid_speckle":  # nearly flat with sparse blotches
+        return (ndimage.gaussian_filter(rng.random(u.shape).astype(np.float32), 1.5) > 0.56).astype(np.float32)
     # ---------- stuff textures ----------
     if kind == "sky":         # smooth gradient with soft clouds
         return np.clip(0.6 * _smooth_noise(rng, u.shape, 6.0) + 0.4 * (v - v.min()) / max(np.ptp(v), 1), 0, 1)
-    if kind == "grass":       # dense thin vertical blades
-        blades = np.sin(2 * np.pi * u / 2.7 + 3 * _smooth_noise(rng, u.shape, 3.0)) > 0.2
+    if kind == "grass":       # vertical blades, 9 px apart, bent by smooth noise
+        blades = np.sin(2 * np.pi * u / 9.0 + 3 * _smooth_noise(rng, u.shape, 4.0)) > 0.2
         return np.clip(blades * 0.8 + 0.2 * rng.random(u.shape), 0, 1).astype(np.float32)
     if kind == "water":       # horizontal waves
-        return (0.5 + 0.5 * np.sin(2 * np.pi * v / 4.5 + 1.2 * np.sin(2 * np.pi * u / 17.0 + phase))
+        return (0.5 + 0.5 * np.sin(2 * np.pi * v / 11.0 + 1.5 * np.sin(2 * np.pi * u / 23.0 + phase))
                 ).astype(np.float32)
-    if kind == "brick":       # running-bond bricks with mortar lines
-        row = np.floor(v / 6.0)
-        uu = u + 6.0 * (row % 2)
-        mortar = (np.mod(v, 6.0) < 1.2) | (np.mod(uu, 12.0) < 1.2)
+    if kind == "brick":       # running-bond bricks (10 x 20 px) with mortar lines
+        row = np.floor(v / 10.0)
+        uu = u + 10.0 * (row % 2)
+        mortar = (np.mod(v, 10.0) < 2.0) | (np.mod(uu, 20.0) < 2.0)
         return mortar.astype(np.float32)
-    if kind == "sand":        # fine isotropic grain
-        return np.clip(ndimage.gaussian_filter(rng.random(u.shape).astype(np.float32), 0.7) * 2 - 0.5, 0, 1)
+    if kind == "sand":        # wind ripples (14 px) under a coarse grain
+        grain = ndimage.gaussian_filter(rng.random(u.shape).astype(np.float32), 1.0)
+        ripples = 0.5 + 0.5 * np.sin(2 * np.pi * (v + 2.0 * np.sin(2 * np.pi * u / 31.0 + phase)) / 14.0)
+        return np.clip(0.6 * ripples + 1.6 * (grain - 0.5) + 0.2, 0, 1).astype(np.float32)
     raise ValueError(f"unknown texture {kind!r}")
 
 
@@ -200,8 +236,14 @@ def _thing_masks(name: str, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
     raise ValueError(name)
 
 
-def _jittered_colour(rng: np.random.Generator, exclude: int | None = None) -> tuple[np.ndarray, int]:
-    idx = int(rng.integers(len(PALETTE)))
+def _jittered_colour(rng: np.random.Generator, exclude: int | None = None, preferred: tuple[int, ...] = (),
+                     prior: float = 0.0) -> tuple[np.ndarray, int]:
+    """A palette colour with per-instance jitter: one of ``preferred`` with probability ``prior``, else any."""
+    choices = [i for i in preferred if i != exclude]
+    if choices and rng.random() < prior:
+        idx = int(choices[int(rng.integers(len(choices)))])
+    else:
+        idx = int(rng.integers(len(PALETTE)))
     if exclude is not None and idx == exclude:
         idx = (idx + 1 + int(rng.integers(len(PALETTE) - 1))) % len(PALETTE)
     colour = np.clip(PALETTE[idx] + rng.normal(0, 0.05, 3), 0, 1).astype(np.float32)
@@ -213,11 +255,13 @@ def _paint(canvas: np.ndarray, mask: np.ndarray, weight: np.ndarray, c0: np.ndar
     canvas[mask] = mix
 
 
-def render(seed: int, index: int, size: int = 96) -> Sample:
+def render(seed: int, index: int, size: int = 96, colour_prior: float = WorldSpec.colour_prior,
+           layout_prior: float = WorldSpec.layout_prior) -> Sample:
     """Render scene ``index`` of the world with ``seed``; a pure function of its arguments.
 
     Returns the uint8 image (size, size, 3), the VOC label map (things 1..8, background 0, boundary 255),
-    the full label map (things 0..7, stuff 8..12) and templated captions.
+    the full label map (things 0..7, stuff 8..12) and templated captions. ``colour_prior`` and ``layout_prior``
+    set how often classes take their preferred colours and places (see the module docstring).
     """
     rng = np.random.default_rng([int(seed), int(index)])
     H = W = size
@@ -227,9 +271,11 @@ def render(seed: int, index: int, size: int = 96) -> Sample:
     full = np.zeros((H, W), np.uint8)
     things = np.zeros((H, W), np.uint8)          # 0 = no thing, else thing id + 1
 
-    # ---- 1-3 stuff regions separated by wavy, tilted boundaries -------------------------------------------
+    # ---- 1-3 stuff regions separated by wavy, tilted boundaries, usually stacked in their natural order -------
     n_stuff = int(rng.choice([1, 2, 3], p=[0.25, 0.45, 0.30]))
     stuff_ids = rng.choice(len(STUFF_CLASSES), size=n_stuff, replace=False)
+    if rng.random() < layout_prior:
+        stuff_ids = sorted(stuff_ids, key=lambda i: STUFF_HEIGHT[STUFF_CLASSES[i]])
     cuts = np.sort(rng.uniform(0.2, 0.8, n_stuff - 1)) * H
     tilt = rng.uniform(-0.35, 0.35)
     region = np.zeros((H, W), np.int64)
@@ -247,19 +293,24 @@ def render(seed: int, index: int, size: int = 96) -> Sample:
         ang = rng.uniform(-0.15, 0.15)
         u = np.cos(ang) * xx + np.sin(ang) * yy
         v = -np.sin(ang) * xx + np.cos(ang) * yy
-        c0, i0 = _jittered_colour(rng)
-        c1, _ = _jittered_colour(rng, exclude=i0)
+        c0, i0 = _jittered_colour(rng, preferred=CLASS_COLOURS[name], prior=colour_prior)
+        c1, _ = _jittered_colour(rng, exclude=i0, preferred=CLASS_COLOURS[name], prior=colour_prior)
         _paint(canvas, m, _texture(name, u, v, rng), c0, c1)
         full[m] = n_things + sid
 
-    # ---- things: object-centric (one large) to cluttered (up to 5, occluding) ------------------------------
-    n_obj = int(rng.choice([1, 2, 3, 4, 5], p=[0.3, 0.25, 0.2, 0.15, 0.1]))
+    # ---- things: object-centric (one large) to cluttered (up to 4, occluding) ------------------------------
+    n_obj = int(rng.choice([1, 2, 3, 4], p=[0.35, 0.3, 0.2, 0.15]))
     objects = []
     for _ in range(n_obj):
         cid = int(rng.integers(n_things))
         name = THING_CLASSES[cid]
-        radius = (rng.uniform(0.28, 0.42) if n_obj == 1 else rng.uniform(0.13, 0.26)) * size
-        cx, cy = rng.uniform(radius * 0.6, W - radius * 0.6), rng.uniform(radius * 0.6, H - radius * 0.6)
+        radius = (rng.uniform(0.3, 0.44) if n_obj == 1 else rng.uniform(0.16, 0.3)) * size
+        cx = rng.uniform(radius * 0.6, W - radius * 0.6)
+        lo, hi = radius * 0.6, H - radius * 0.6
+        if name in THING_HEIGHT and rng.random() < layout_prior:
+            top, bottom = THING_HEIGHT[name]
+            lo, hi = max(lo, top * H), max(min(hi, bottom * H), max(lo, top * H))
+        cy = rng.uniform(lo, hi)
         theta = rng.uniform(-np.pi, np.pi) if name not in TWO_PART_THINGS else rng.uniform(-0.6, 0.6)
         aspect = rng.uniform(0.85, 1.15)
         ct, st = np.cos(theta), np.sin(theta)
@@ -267,19 +318,20 @@ def render(seed: int, index: int, size: int = 96) -> Sample:
         v = -st * (xx - cx) + ct * (yy - cy)
         parts = _thing_masks(name, u / (radius * aspect), v / (radius / aspect))
         textures = THING_TEXTURE[name] if isinstance(THING_TEXTURE[name], tuple) else (THING_TEXTURE[name],)
-        c0, i0 = _jittered_colour(rng)
+        prefer = CLASS_COLOURS[name]
+        c0, i0 = _jittered_colour(rng, preferred=prefer, prior=colour_prior)
         colour_name = COLOUR_NAMES[i0]
         for part, tex in zip(parts, textures):
             if not part.any():
                 continue
-            c1, i1 = _jittered_colour(rng, exclude=i0)
+            c1, i1 = _jittered_colour(rng, exclude=i0, preferred=prefer, prior=colour_prior)
             if tex == "brick_small":
                 weight = _texture("grid", u, v, rng)
             else:
                 weight = _texture(tex, u, v, rng)
             _paint(canvas, part, weight, c0, c1)
             if len(parts) > 1:                       # parts of one object may differ in base colour too
-                c0, i0 = _jittered_colour(rng)
+                c0, i0 = _jittered_colour(rng, preferred=prefer, prior=colour_prior)
         mask = np.logical_or.reduce(parts)
         full[mask] = cid
         things[mask] = cid + 1
@@ -312,7 +364,7 @@ def _captions(rng: np.random.Generator, objects: list[dict], stuff: list[str]) -
         parts = []
         for obj in objects:
             syn = SYNONYMS[obj["class"]][int(rng.integers(len(SYNONYMS[obj["class"]])))]
-            size_word = "large" if obj["radius"] > 0.27 else ("small" if obj["radius"] < 0.17 else "")
+            size_word = "large" if obj["radius"] > 0.3 else ("small" if obj["radius"] < 0.2 else "")
             attrs = [w for w in (size_word, obj["colour"] if rng.random() < 0.6 else "") if w]
             parts.append(" ".join(["a"] + attrs + [syn]))
         stuff_words = [SYNONYMS[s][int(rng.integers(len(SYNONYMS[s])))] for s in stuff]
@@ -350,10 +402,10 @@ def split_indices(spec: WorldSpec) -> dict[str, list[int]]:
             "val": [VAL_INDEX_OFFSET + i for i in range(spec.n_val)]}
 
 
-def _write_one(job: tuple[str, int, int, int]) -> tuple[str, list[str]]:
-    root, seed, index, size = job
+def _write_one(job: tuple[str, int, int, int, float, float]) -> tuple[str, list[str]]:
+    root, seed, index, size, colour_prior, layout_prior = job
     root_p = Path(root)
-    sample = render(seed, index, size)
+    sample = render(seed, index, size, colour_prior, layout_prior)
     name = image_id(index)
     pal = voc_palette()
     files = {
@@ -409,7 +461,7 @@ def write_world(root: str | Path | None = None, spec: WorldSpec = WorldSpec(), *
     for sub in ("JPEGImages", "SegmentationClass", "SegmentationClassFull", "ImageSets/Segmentation"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     splits = split_indices(spec)
-    jobs = [(str(root), spec.seed, idx, spec.size) for split in ("train", "val") for idx in splits[split]]
+    jobs = [(str(root), spec.seed, idx, spec.size, spec.colour_prior, spec.layout_prior) for split in ("train", "val") for idx in splits[split]]
     captions: dict[str, list[str]] = {}
     workers = workers or min(2, os.cpu_count() or 1)
     bar = tqdm(total=len(jobs), desc=f"world -> {root}", unit="img", disable=not progress)
@@ -457,6 +509,11 @@ def register_cli(subparsers) -> None:
     p.add_argument("--size", type=int, default=96, help="image side in pixels (a multiple of 8 suits patch-8 ViTs)")
     p.add_argument("--train", type=int, default=2000, help="number of train images")
     p.add_argument("--val", type=int, default=300, help="number of val images")
+    p.add_argument("--colour-prior", type=float, default=WorldSpec.colour_prior,
+                   help="probability that a region takes one of its class's preferred colours (0: colour carries "
+                        "no class, as in world v1; 1: always the preferred colours)")
+    p.add_argument("--layout-prior", type=float, default=WorldSpec.layout_prior,
+                   help="probability that stuff is stacked in its natural order and things stand where they belong")
     p.add_argument("--workers", type=int, default=None, help="processes (default: min(2, cores))")
     p.set_defaults(func=_cli)
 
@@ -469,8 +526,12 @@ def _cli(args) -> int:
     if args.size < 16 or args.train < 0 or args.val < 1:
         raise ConfigError(f"need --size >= 16, --train >= 0 and --val >= 1 "
                           f"(got --size {args.size}, --train {args.train}, --val {args.val})")
+    for flag, value in (("--colour-prior", args.colour_prior), ("--layout-prior", args.layout_prior)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{flag} is a probability: give a value in [0, 1], not {value}")
     t0 = time.perf_counter()
-    spec = WorldSpec(seed=args.seed, size=args.size, n_train=args.train, n_val=args.val)
+    spec = WorldSpec(seed=args.seed, size=args.size, n_train=args.train, n_val=args.val,
+                     colour_prior=args.colour_prior, layout_prior=args.layout_prior)
     root = write_world(args.dir, spec, workers=args.workers)
     print(f"world written to {root} in {time.perf_counter() - t0:.1f} s "
           f"({args.train} train + {args.val} val images, {args.size}px, seed {args.seed})")

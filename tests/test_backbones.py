@@ -117,3 +117,29 @@ def test_cli_info(capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["patch_size"] == 8 and info["random_init"] is True
     assert main(["backbones", "info", "vit_smol_patch16", "--random-init"]) == 2
+
+
+@pytest.mark.parametrize("name, training", [("embedded", "weakly supervised by captions, not DINO"),
+                                            ("embedded-ssl", "self-supervised, DINO")])
+def test_both_shipped_backbones_load_and_say_how_they_were_trained(name, training):
+    """The default embedded ViT and the self-supervised one ship side by side; every title names the training."""
+    bb = backbones.load(name)
+    assert bb.name == name and bb.training_source == training and training in bb.describe()
+    assert bb.info()["training"] == training and bb.weights_path.endswith(".pt")
+    assert bb.extract(torch.rand(1, 3, 32, 32)).patches.shape == (1, 4, 4, 192)
+    assert "RANDOM INIT" in backbones.load(name, random_init=True).describe()
+
+
+def test_the_two_shipped_backbones_are_different_files():
+    assert backbones.EMBEDDED_WEIGHTS.is_file() and backbones.EMBEDDED_SSL_WEIGHTS.is_file()
+    a, b = backbones.load("embedded"), backbones.load("embedded-ssl")
+    assert a.weights_sha256 != b.weights_sha256
+
+
+def test_conv_stem_vit_is_a_backbone_with_8px_patches():
+    """The conv-stem architecture (BatchNorm buffers included) loads, hashes and extracts like any timm ViT."""
+    bb = backbones.load("nbseg_vit_tiny_convstem_patch8", random_init=True)
+    again = backbones.load("nbseg_vit_tiny_convstem_patch8", random_init=True)
+    assert bb.patch_size == 8 and bb.weights_sha256 == again.weights_sha256
+    f = bb.extract(torch.rand(2, 3, 40, 56))
+    assert f.patches.shape == (2, 5, 7, 192) and f.attn.shape == (2, 6, 5, 7)

@@ -40,7 +40,7 @@ This notebook trains DCN (or **resumes** it: rerunning continues the run folder)
 the paper's** (PASCAL VOC 2012 val, DINO ViT-S/8), the retrieval grid (Fig. 5) and the region-count analysis
 (regions per image against ground-truth classes per image).
 
-Defaults: the synthetic world with nbseg's **embedded** ViT-Tiny/8 (DINO-pretrained on the world): never a paper's
+Defaults: the synthetic world with nbseg's **embedded** ViT-Tiny/8 (weakly supervised by captions, not DINO): never a paper's
 numbers. With the paper's data and weights: `CONFIG="voc"`, `DATASET="voc"`, `DATA_ROOT="/path/VOC2012"`,
 `BACKBONE="vit_small_patch8_224.dino"`, `WEIGHTS="/path/dino_deitsmall8_pretrain.pth"` (the config holds the
 paper's settings: 224 px, 5 prototypes, 6 stages, AdamW 1e-4, batch 32, 2500 iterations).

@@ -1,0 +1,274 @@
+"""Weak supervision from captions: how nbseg trains its *default* embedded backbone. This is NOT DINO.
+
+Why it exists: 23 self-supervised runs (DINO, iBOT, cross-view, Sinkhorn, colour tables, dense InfoNCE, MAE; GPU
+and CPU) did not give the world's small ViT features near DINO's on real images within the compute nbseg is built
+on (see the model card's learning curves). Part of the literature stands CLIP or a supervised ImageNet ViT in for
+DINO; nbseg does the same, from the world's *captions*: each image's tags are the class nouns its captions name
+(synonyms included). The pixel labels are never read.
+
+The objective, for tags y in {0, 1}^C (C classes) of which the thing classes T are a subset:
+
+* CLS token:  l_cls = W_cls LN(z_cls), a multi-label logistic loss over the **thing** tags only
+  (BCE(l_cls[T], y[T])), so the CLS token (and with it the last block's CLS attention, the saliency probe) has to
+  find the objects the caption names;
+* patch tokens: per-patch class scores s_{c,p} = W_patch z_p, pooled per class by log-sum-exp
+  (Pinheiro & Collobert, CVPR 2015):  S_c = (1/r) log( (1/P) sum_p exp(r s_{c,p}) ),
+  and a multi-label logistic loss over **all** tags, BCE(S, y); the patch tokens the probes read must then say
+  which class is where (multiple-instance learning: a tag is present iff some patches score it);
+* total loss  L = BCE(l_cls[T], y[T]) + BCE(S, y).
+
+The heads are dropped on export: the exported file holds the ViT alone, like ``nbseg pretrain export``.
+
+    nbseg pretrain-tags RUN_DIR [--config FILE] [key=value ...]     # resumable (rerun the same command)
+    nbseg pretrain-tags export RUN_DIR OUT_FILE [--fp16]
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nbseg.backbones import create_model
+from nbseg.data.base import read_id_list, read_image
+from nbseg.errors import ConfigError, DataError, NbsegError
+from nbseg.io import atomic_write_bytes
+from nbseg.train import TrainConfig, fit
+from nbseg.train.checkpoint import CHECKPOINT
+
+SOURCE = "weakly supervised by captions (image-level tags from caption nouns), not DINO"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tags from captions
+# ----------------------------------------------------------------------------------------------------------
+
+def tag_patterns(synonyms: dict[str, list[str]], class_names: list[str]) -> list[re.Pattern]:
+    """One regular expression per class (in ``class_names`` order) matching any of its synonyms as whole words."""
+    patterns = []
+    for name in class_names:
+        words = sorted(synonyms.get(name, [name]), key=len, reverse=True)
+        patterns.append(re.compile(r"\b(" + "|".join(re.escape(w.lower()) for w in words) + r")\b"))
+    return patterns
+
+
+def tags_from_captions(captions: list[str], patterns: list[re.Pattern]) -> torch.Tensor:
+    """(C,) float 0/1: class c is tagged when any caption names it (any synonym, whole words, any case)."""
+    text = " | ".join(c.lower() for c in captions)
+    return torch.tensor([1.0 if p.search(text) else 0.0 for p in patterns])
+
+
+def read_captions(path: Path) -> dict[str, list[str]]:
+    """``captions.jsonl`` (one ``{"id", "captions"}`` object a line) as {image id: captions}."""
+    if not path.is_file():
+        raise DataError(f"captions file {path} is missing. Fix: regenerate the world root with `nbseg world`, or "
+                        "give data_root a folder whose captions.jsonl lists every image's captions")
+    out = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out[str(row["id"])] = [str(c) for c in row["captions"]]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise DataError(f"{path}, line {n}: not a {{\"id\", \"captions\"}} JSON object ({err})") from err
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data: images of a world-layout root with their caption tags (the pixel labels are never opened)
+# ----------------------------------------------------------------------------------------------------------
+
+def _augment(image: torch.Tensor, size: int, scale: tuple[float, float], jitter: float,
+             g: torch.Generator) -> torch.Tensor:
+    """Random resized crop (area fraction in ``scale``, aspect 3/4..4/3) to ``size``, horizontal flip, and
+    brightness / contrast / saturation jitter of strength ``jitter`` (no hue shift: colour is class evidence).
+    ``image`` (3, H, W) in [0, 1]; every draw comes from ``g``."""
+    _, H, W = image.shape
+    u = torch.rand(6, generator=g)
+    area = (scale[0] + (scale[1] - scale[0]) * u[0].item()) * H * W
+    aspect = float(torch.exp(torch.log(torch.tensor(0.75)) + u[1] * (torch.log(torch.tensor(4 / 3))
+                                                                      - torch.log(torch.tensor(0.75)))))
+    h = int(round(min(H, (area / aspect) ** 0.5)))
+    w = int(round(min(W, (area * aspect) ** 0.5)))
+    top = int(u[2].item() * (H - h + 1))
+    left = int(u[3].item() * (W - w + 1))
+    crop = image[:, top:top + h, left:left + w]
+    crop = F.interpolate(crop[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    if u[4] < 0.5:
+        crop = crop.flip(-1)
+    if jitter > 0:
+        b, c, s = (1 + jitter * (2 * torch.rand(3, generator=g) - 1)).tolist()
+        crop = crop * b
+        mean = crop.mean()
+        crop = (crop - mean) * c + mean
+        grey = crop.mean(0, keepdim=True)
+        crop = (crop - grey) * s + grey
+    return crop.clamp(0, 1)
+
+
+class CaptionTagImages(torch.utils.data.Dataset):
+    """Images of a world-layout root (``JPEGImages/``, ``ImageSets/Segmentation/<split>.txt``,
+    ``captions.jsonl``) with their tags. Indexed by ``(index, seed)`` as :func:`nbseg.train.fit` asks."""
+
+    def __init__(self, root: Path, split: str, class_names: list[str], synonyms: dict[str, list[str]], *,
+                 size: int, scale: tuple[float, float], jitter: float):
+        self.root, self.split, self.name = Path(root), split, f"world-captions/{split}"
+        self.ids = read_id_list(self.root / "ImageSets" / "Segmentation" / f"{split}.txt")
+        captions = read_captions(self.root / "captions.jsonl")
+        missing = [i for i in self.ids if i not in captions]
+        if missing:
+            raise DataError(f"{self.root / 'captions.jsonl'} has no captions for {len(missing)} images of the "
+                            f"{split} split (e.g. {missing[0]}). Fix: regenerate the root with `nbseg world`")
+        patterns = tag_patterns(synonyms, class_names)
+        self.tags = torch.stack([tags_from_captions(captions[i], patterns) for i in self.ids])   # (N, C)
+        self.size, self.scale, self.jitter = size, scale, jitter
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = item
+        image = read_image(self.root / "JPEGImages" / f"{self.ids[index]}.png")
+        g = torch.Generator().manual_seed(int(seed))
+        return _augment(image, self.size, self.scale, self.jitter, g), self.tags[index]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The model and its losses
+# ----------------------------------------------------------------------------------------------------------
+
+def lse_pool(scores: torch.Tensor, r: float) -> torch.Tensor:
+    """Log-sum-exp pooling over patches: (B, P, C) -> (B, C), S_c = (1/r) log((1/P) sum_p exp(r s_{c,p})).
+
+    r -> 0 gives the mean over patches, r -> inf the maximum (Pinheiro & Collobert, 2015)."""
+    P = scores.shape[1]
+    return (torch.logsumexp(r * scores, dim=1) - torch.log(torch.tensor(float(P)))) / r
+
+
+def caption_tag_loss(cls_logits: torch.Tensor, patch_scores: torch.Tensor, tags: torch.Tensor,
+                     thing_mask: torch.Tensor, r: float) -> dict[str, torch.Tensor]:
+    """The total loss of the module docstring and its two terms.
+
+    cls_logits (B, C), patch_scores (B, P, C), tags (B, C) in {0, 1}, thing_mask (C,) bool."""
+    l_cls = F.binary_cross_entropy_with_logits(cls_logits[:, thing_mask], tags[:, thing_mask])
+    l_patch = F.binary_cross_entropy_with_logits(lse_pool(patch_scores, r), tags)
+    return {"loss": l_cls + l_patch, "cls_bce": l_cls.detach(), "patch_bce": l_patch.detach()}
+
+
+class CaptionTagNet(nn.Module):
+    """A timm ViT with a CLS tag head and a per-patch tag head (the heads exist for training only)."""
+
+    def __init__(self, arch: str, n_classes: int, thing_mask: torch.Tensor, *, drop_path_rate: float, r: float):
+        super().__init__()
+        self.backbone = create_model(arch, num_classes=0, drop_path_rate=drop_path_rate)
+        dim = self.backbone.embed_dim
+        self.cls_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, n_classes))
+        self.patch_head = nn.Linear(dim, n_classes)
+        self.register_buffer("thing_mask", thing_mask.bool(), persistent=False)
+        self.r = r
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, 3, H, W) in [0, 1] -> CLS logits (B, C), patch scores (B, P, C)."""
+        mean = torch.tensor((0.485, 0.456, 0.406), device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor((0.229, 0.224, 0.225), device=images.device).view(1, 3, 1, 1)
+        tokens = self.backbone.forward_features((images - mean) / std)       # (B, 1 + P, D), after the final norm
+        n_prefix = self.backbone.num_prefix_tokens
+        return self.cls_head(tokens[:, 0]), self.patch_head(tokens[:, n_prefix:])
+
+    def training_step(self, batch, step: int) -> dict[str, torch.Tensor]:
+        images, tags = batch
+        cls_logits, patch_scores = self(images)
+        return caption_tag_loss(cls_logits, patch_scores, tags, self.thing_mask, self.r)
+
+
+@dataclass
+class CaptionTagConfig(TrainConfig):
+    """Weak supervision by caption tags (module docstring). Defaults are sized for a 2-core CPU (world v2)."""
+
+    data_root: str | None = None         # a world-layout root with captions.jsonl (None: the default world)
+    split: str = "train"
+    arch: str = "nbseg_vit_tiny_patch8"
+    drop_path_rate: float = 0.1
+    image_size: int = 96
+    crop_scale: tuple[float, float] = (0.6, 1.0)   # random resized crop; small crops would drop tagged objects
+    colour_jitter: float = 0.3
+    lse_r: float = 4.0                   # log-sum-exp sharpness of the patch pooling
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.05
+    clip_grad: float = 3.0
+    checkpoint_every: int = 25
+
+    def validate(self) -> None:
+        super().validate()
+        if self.image_size % 8:
+            raise ConfigError(f"image_size must be a multiple of the patch size 8, got {self.image_size}")
+        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ConfigError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
+        if self.lse_r <= 0:
+            raise ConfigError(f"lse_r must be > 0, got {self.lse_r}")
+
+
+def build(cfg: CaptionTagConfig) -> tuple[CaptionTagNet, CaptionTagImages]:
+    """The network and the tagged training images of ``cfg`` (a world-layout root)."""
+    from nbseg.data.world import read_class_table, resolve_world_root
+    from nbseg.world import SYNONYMS, ensure_world
+
+    root = ensure_world() if cfg.data_root is None else resolve_world_root(cfg.data_root)
+    table = read_class_table(Path(root))["full"]
+    names, is_thing = table["names"], torch.tensor(table["is_thing"])
+    data = CaptionTagImages(Path(root), cfg.split, names, SYNONYMS, size=cfg.image_size, scale=cfg.crop_scale,
+                            jitter=cfg.colour_jitter)
+    torch.manual_seed(cfg.seed)
+    net = CaptionTagNet(cfg.arch, len(names), is_thing, drop_path_rate=cfg.drop_path_rate, r=cfg.lse_r)
+    return net, data
+
+
+def _collate(items):
+    images, tags = zip(*items)
+    return torch.stack(images), torch.stack(tags)
+
+
+def pretrain_tags(cfg: CaptionTagConfig, run_dir: str | Path, *, progress: bool = True,
+                  quality=None) -> dict:
+    """Train (or resume) a caption-tag run in ``run_dir`` through :func:`nbseg.train.fit`.
+
+    ``quality(backbone) -> dict``, if given, is measured at every epoch end into ``metrics.csv`` (learning curves;
+    :func:`nbseg.pretrain.quality.backbone_quality` with a few val images is the one the CLI uses).
+    """
+    net, data = build(cfg)
+    evaluate = None
+    if quality is not None:
+        def evaluate(method):
+            return quality(method.backbone)
+    return fit(net, data, cfg, run_dir, collate_fn=_collate, progress=progress, evaluate=evaluate)
+
+
+def export_backbone(run_dir: str | Path, out_file: str | Path, fp16: bool = False) -> Path:
+    """Write the trained ViT (heads dropped) as a weights file for ``nbseg.backbones.load(ARCH, weights=...)``.
+
+    Holds ``{"arch", "state_dict", "meta"}``; ``meta["source"]`` says it is weakly supervised by captions."""
+    from nbseg.train.checkpoint import load_checkpoint
+
+    run_dir = Path(run_dir)
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise NbsegError(f"{run_dir} has no {CHECKPOINT}: is it a `nbseg pretrain-tags` run folder?")
+    state = load_checkpoint(path, expected_kind=CaptionTagNet.__name__)
+    config = state.get("config", {})
+    weights = {k[len("backbone."):]: v for k, v in state["trainable"].items() if k.startswith("backbone.")}
+    if fp16:
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    meta = {"arch": config.get("arch"), "step": state.get("step"), "config": config, "source": SOURCE}
+    buf = io.BytesIO()
+    torch.save({"arch": config.get("arch"), "state_dict": weights, "meta": meta}, buf)
+    return atomic_write_bytes(out_file, buf.getvalue())

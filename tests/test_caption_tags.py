@@ -1,0 +1,138 @@
+"""Weak supervision from captions (nbseg.pretrain.caption_tags): tags, pooling, loss, and a tiny run end to end that
+never opens the pixel labels."""
+import math
+import shutil
+
+import pytest
+import torch
+
+from nbseg import world
+from nbseg.backbones import EMBEDDED_ARCH, load, read_weights_file
+from nbseg.cli import main
+from nbseg.errors import DataError
+from nbseg.pretrain.caption_tags import (SOURCE, caption_tag_loss, lse_pool, read_captions, tag_patterns,
+                                         tags_from_captions)
+
+NAMES = world.THING_CLASSES + world.STUFF_CLASSES
+
+
+def tags_of(*captions):
+    return {NAMES[i] for i, t in enumerate(tags_from_captions(list(captions), tag_patterns(world.SYNONYMS, NAMES)))
+            if t}
+
+
+def test_tags_are_the_class_nouns_of_the_captions_synonyms_included():
+    assert tags_of("a large red sphere and a square block on lawn and bricks") == {"ball", "box", "grass", "brick"}
+    assert tags_of("a picture of a hoop with dunes", "a ring with beach") == {"ring", "sand"}
+    assert tags_of("a starfish shape in front of clouds") == {"star", "sky"}
+    # whole words only: "starfish" alone is not "star", "boxes" is not "box", colour words name no class
+    assert tags_of("a starfish and boxes, orange and teal") == set()
+    assert tags_of("A TOADSTOOL on MASONRY") == {"mushroom", "brick"}
+
+
+def test_every_world_caption_names_its_own_classes(tmp_path):
+    """The world's own captions give exactly the classes present in the image (things and stuff), but for things
+    hidden entirely behind others."""
+    patterns = tag_patterns(world.SYNONYMS, NAMES)
+    agree = 0
+    for i in range(30):
+        s = world.render(0, i, 48)
+        tags = tags_from_captions(s.captions, patterns).bool()
+        present = torch.zeros(len(NAMES), dtype=torch.bool)
+        present[torch.unique(torch.from_numpy(s.full.astype("int64")))] = True
+        assert not (present & ~tags).any(), (i, s.captions)        # every visible class is named
+        agree += int(torch.equal(present, tags))
+    assert agree >= 25
+
+
+def test_lse_pool_runs_from_mean_to_max():
+    scores = torch.tensor([[[0.0, 1.0], [2.0, -1.0], [4.0, 0.0]]])            # (B=1, P=3, C=2)
+    assert torch.allclose(lse_pool(scores, 1e-4), scores.mean(1), atol=1e-3)
+    assert torch.allclose(lse_pool(scores, 200.0), scores.amax(1), atol=0.01)
+    hand = (torch.log(torch.exp(torch.tensor([0.0, 2.0, 4.0]) * 2).mean())) / 2   # r = 2, class 0
+    assert torch.isclose(lse_pool(scores, 2.0)[0, 0], hand)
+
+
+def test_loss_is_thing_bce_on_cls_plus_pooled_bce_on_all_tags():
+    cls_logits = torch.tensor([[2.0, -1.0, 0.5]])
+    patch = torch.tensor([[[1.0, 0.0, -2.0], [3.0, 1.0, 0.0]]])               # (1, 2, 3)
+    tags = torch.tensor([[1.0, 0.0, 1.0]])
+    things = torch.tensor([True, True, False])
+    out = caption_tag_loss(cls_logits, patch, tags, things, r=1.0)
+    bce = lambda x, y: -(y * math.log(1 / (1 + math.exp(-x))) + (1 - y) * math.log(1 - 1 / (1 + math.exp(-x))))
+    l_cls = (bce(2.0, 1) + bce(-1.0, 0)) / 2
+    pooled = [math.log((math.exp(1) + math.exp(3)) / 2), math.log((1 + math.e) / 2),
+              math.log((math.exp(-2) + 1) / 2)]
+    l_patch = (bce(pooled[0], 1) + bce(pooled[1], 0) + bce(pooled[2], 1)) / 3
+    assert out["cls_bce"].item() == pytest.approx(l_cls, rel=1e-5)
+    assert out["patch_bce"].item() == pytest.approx(l_patch, rel=1e-5)
+    assert out["loss"].item() == pytest.approx(l_cls + l_patch, rel=1e-5)
+    # the stuff logit of the CLS head takes no part
+    moved = cls_logits.clone()
+    moved[0, 2] = -9.0
+    assert caption_tag_loss(moved, patch, tags, things, 1.0)["loss"].item() == pytest.approx(out["loss"].item())
+
+
+def test_bad_captions_file_is_named(tmp_path):
+    (tmp_path / "captions.jsonl").write_text('{"id": "a", "captions": ["a ball"]}\nnot json\n')
+    with pytest.raises(DataError, match="line 2"):
+        read_captions(tmp_path / "captions.jsonl")
+    with pytest.raises(DataError, match="nbseg world"):
+        read_captions(tmp_path / "missing.jsonl")
+
+
+@pytest.fixture(scope="module")
+def caption_world(tmp_path_factory):
+    """A tiny world with its pixel labels removed: weak supervision must not need them."""
+    root = world.write_world(tmp_path_factory.mktemp("cw") / "world", world.WorldSpec(size=32, n_train=8, n_val=2),
+                             workers=1, progress=False)
+    shutil.rmtree(root / "SegmentationClass")
+    shutil.rmtree(root / "SegmentationClassFull")
+    return root
+
+
+def _args(root, **kw):
+    base = dict(data_root=str(root), image_size=32, batch_size=4, epochs=2, warmup_epochs=0.5, log_every=1,
+                checkpoint_every=1)
+    base.update(kw)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def test_cli_trains_resumes_exactly_and_exports_a_backbone(caption_world, tmp_path, capsys):
+    assert main(["pretrain-tags", str(tmp_path / "full"), *_args(caption_world), "--no-progress"]) == 0
+    assert main(["pretrain-tags", str(tmp_path / "cut"), *_args(caption_world, max_steps=2), "--no-progress"]) == 0
+    assert main(["pretrain-tags", str(tmp_path / "cut"), *_args(caption_world), "--no-progress"]) == 0
+    a = torch.load(tmp_path / "full/checkpoint.pt", weights_only=False)["trainable"]
+    b = torch.load(tmp_path / "cut/checkpoint.pt", weights_only=False)["trainable"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    out = tmp_path / "tags.pt"
+    assert main(["pretrain-tags", "export", str(tmp_path / "full"), str(out), "--fp16"]) == 0
+    saved = torch.load(out, weights_only=True)
+    assert saved["meta"]["source"] == SOURCE and saved["arch"] == EMBEDDED_ARCH
+    weights = read_weights_file(out)
+    assert not any(k.startswith(("cls_head", "patch_head")) for k in weights)
+    backbone = load(EMBEDDED_ARCH, weights=out)
+    trained = {k[len("backbone."):]: v for k, v in a.items() if k.startswith("backbone.")}
+    assert torch.allclose(backbone.model.state_dict()["pos_embed"].float(), trained["pos_embed"], atol=1e-2)
+    feats = backbone.extract(torch.rand(1, 3, 32, 32))
+    assert feats.patches.shape[-1] == 192
+
+
+def test_training_lowers_the_tag_loss_on_a_fixed_batch(caption_world):
+    """Twenty steps on one batch drive the loss down: the gradients reach both heads and the ViT."""
+    from nbseg.config import load_config
+    from nbseg.pretrain.caption_tags import CaptionTagConfig, _collate, build
+
+    cfg = load_config(CaptionTagConfig, overrides=dict(data_root=str(caption_world), image_size=32, batch_size=4))
+    net, data = build(cfg)
+    batch = _collate([data[(i, 0)] for i in range(4)])
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    first = None
+    for _ in range(20):
+        loss = net.training_step(batch, 0)["loss"]
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+    assert net.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
