@@ -167,7 +167,7 @@ def test_dcn_ablations_run_its_own_settings(tmp_path, capsys):
     spec = get_method("dcn")
     assert {"k=3", "k=10", "foreground=all", "foreground=mean-head"} <= set(spec.ablations)
     code = nbseg_main(["ablate", "dcn", str(tmp_path), *DCN_TINY, f"cache_root={tmp_path / 'cache'}",
-                       "--only", "k=3", "foreground=all", "--no-progress"])
+                       "--only", "k=3", "foreground=all", "--eval-limit", "8", "--no-progress"])
     assert code == 0, capsys.readouterr()
     table = pd.read_csv(tmp_path / "ablations.csv")
     assert table["ablation"].tolist() == ["k=3", "foreground=all"] and (table["status"] == "ok").all()

@@ -13,6 +13,9 @@ layout (and after the world generator or the shipped weights change), so it impo
 
     python tools/record_smoke_metrics.py                      # record (a few minutes on 2 CPU cores)
     python tools/record_smoke_metrics.py --out /tmp/now.json  # record elsewhere, e.g. to compare by hand
+    OTHER/.venv/bin/python tools/record_smoke_metrics.py      # record another checkout's code (its nbseg command)
+
+The recorded ``git_revision`` is that of the checkout whose ``nbseg`` ran.
 """
 from __future__ import annotations
 
@@ -87,11 +90,18 @@ def run_smoke(work: Path) -> dict:
     return results
 
 
-def git_revision() -> str:
+def code_checkout() -> Path:
+    """The checkout whose ``nbseg`` the command runs (this interpreter's install; not necessarily this script's)."""
+    found = subprocess.run([sys.executable, "-c", "import nbseg; print(nbseg.__file__)"], capture_output=True,
+                           text=True)
+    return Path(found.stdout.strip()).resolve().parents[1] if found.returncode == 0 else REPO
+
+
+def git_revision(checkout: Path = REPO) -> str:
     try:
-        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+        rev = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -110,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
-    record = {"git_revision": git_revision(), "world": WORLD, "eval_limit": EVAL_LIMIT,
+    record = {"git_revision": git_revision(code_checkout()), "world": WORLD, "eval_limit": EVAL_LIMIT,
               "alignseg_overrides": ALIGNSEG_OVERRIDES, "dcn_overrides": DCN_OVERRIDES, "metrics": metrics}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")

@@ -117,6 +117,8 @@ def register_cli(subparsers) -> None:
     a.add_argument("--profile", choices=("smoke", "full"), default="smoke",
                    help="smoke: tiny runs and a few ablations (minutes); full: every ablation at the config's size")
     a.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these ablations")
+    a.add_argument("--eval-limit", type=int, default=None, metavar="N",
+                   help="score the first N images (default: the smoke profile's number, or all under --profile full)")
     a.add_argument("-p", "--parameter", dest="parameters", action="append", default=[], type=parse_override,
                    metavar="KEY=VALUE", help="as a config override, KEY lower-cased (kept from the notebook batch: "
                                              "-p WEIGHTS='\"w.pt\"' is weights=w.pt; -p OVERRIDES='{...}' merges)")
@@ -185,7 +187,8 @@ def _ablation_overrides(args) -> dict:
 def _cli_ablate(args) -> int:
     spec = get_method(args.method)
     table = run_ablations(spec, args.out_dir, args.only, profile=args.profile, config=args.config,
-                          overrides=_ablation_overrides(args), progress=not args.no_progress)
+                          overrides=_ablation_overrides(args), eval_limit=args.eval_limit,
+                          progress=not args.no_progress)
     columns = ["ablation", "status", *[c for c in spec.ablation_columns.values() if c.endswith("%")], "paper row",
                spec.paper_column]
     print(table[[c for c in columns if c in table]].to_string(index=False, float_format=lambda v: f"{v:.2f}"))

@@ -162,10 +162,11 @@ def ablation_config(spec: MethodSpec, name: str, *, config: str | Path | None = 
 
 
 def run_ablations(spec: MethodSpec, out_dir: str | Path, names=None, *, profile: str = "smoke",
-                  config: str | Path | None = None, overrides: dict | None = None, progress: bool = True
-                  ) -> pd.DataFrame:
+                  config: str | Path | None = None, overrides: dict | None = None, eval_limit: int | None = None,
+                  progress: bool = True) -> pd.DataFrame:
     """Run ``spec``'s ablations ``names`` (default: all; the smoke profile's list under ``profile="smoke"``), each a
-    :func:`run_method` in ``out_dir/<name>/<spec.ablation_run_folder>`` (rerunning resumes), then collect them with
+    :func:`run_method` in ``out_dir/<name>/<spec.ablation_run_folder>`` (rerunning resumes; scored on the first
+    ``eval_limit`` images, default the smoke profile's number under ``"smoke"``), then collect them with
     :func:`collect_ablations` into ``out_dir/<spec.ablation_table>`` and return the table. A failing run does not
     stop the others; the table's ``status`` column reports it."""
     if profile not in ("smoke", "full"):
@@ -180,7 +181,8 @@ def run_ablations(spec: MethodSpec, out_dir: str | Path, names=None, *, profile:
         try:
             cfg = ablation_config(spec, name, config=config, smoke=smoke, overrides=overrides)
             run_method(spec, cfg, out_dir / name / spec.ablation_run_folder, progress=progress,
-                       eval_limit=spec.smoke_eval_limit if smoke else None, extra_metrics={"smoke": smoke})
+                       eval_limit=eval_limit or (spec.smoke_eval_limit if smoke else None),
+                       extra_metrics={"smoke": smoke})
         except (NbsegError, FileNotFoundError, RuntimeError, ValueError) as err:
             failures[name] = f"{type(err).__name__}: {err}"
     table = collect_ablations(spec, out_dir, names)
