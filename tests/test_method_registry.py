@@ -150,9 +150,10 @@ def test_dcn_checkpoint_evaluates_and_segments(tmp_path, capsys):
     assert nbseg_main(["train", "dcn", str(run), *DCN_TINY, f"cache_root={tmp_path / 'cache'}", "--no-eval",
                        "--no-progress"]) == 0
     assert nbseg_main(["evaluate", str(run), "--limit", "6", "--no-progress", "--json",
-                       str(tmp_path / "ev.json")]) == 0
+                       str(tmp_path / "ev.json"), "--figures", str(tmp_path / "figs")]) == 0
     out = capsys.readouterr().out
     assert "DCN (Li et al. 2022), step 2" in out and "paper (Li et al. 2022), as reported" in out
+    assert (tmp_path / "figs" / "region_grid.png").stat().st_size > 10_000
     m = json.loads((tmp_path / "ev.json").read_text())
     assert m["method"] == "DCN" and m["n_images"] == 6 and 0 <= m["table1/miou_mean"] <= 1
     image = tmp_path / "img.png"

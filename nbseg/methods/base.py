@@ -110,7 +110,8 @@ class MethodSpec:
         evaluate: ``(model, *, split, limit, kmeans, progress) -> Evaluation`` on a labelled split.
         collate_fn: the training batches' collate function (None: the default).
         inference_size: ``cfg -> short side in px`` images are resized to before ``predict`` (None: as they are).
-        figures: ``(evaluation, out_dir) -> [paths]`` the paper's figures for an evaluation (optional).
+        figures: ``(evaluation, out_dir) -> [paths]``: the figures an evaluation alone can draw, as PNGs
+            (``nbseg evaluate --figures DIR``; optional).
         smoke: config overrides of the smoke profile (tiny runs: tests, CI, ``--profile smoke``).
         smoke_eval_limit: images scored in the smoke profile.
         ablations: named :class:`Ablation` s (``nbseg ablate NAME``); ``smoke_ablations`` the ones the smoke profile

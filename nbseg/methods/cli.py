@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 
 from nbseg.config import parse_overrides
+from nbseg.errors import ConfigError
 from nbseg.io import atomic_write_json
 from nbseg.methods.base import get_method, method_names
 from nbseg.methods.segment import collect_inputs, segment_images
@@ -88,6 +89,7 @@ def register_cli(subparsers) -> None:
     e.add_argument("--limit", type=int, default=None, metavar="N", help="score the first N images only")
     e.add_argument("--no-kmeans", action="store_true", help="skip the k-means baselines (AlignSeg)")
     e.add_argument("--json", default=None, metavar="FILE", help="also write the flat metrics as JSON (atomic)")
+    e.add_argument("--figures", default=None, metavar="DIR", help="also draw the method's figures into DIR")
     _model_options(e)
 
     s = _command(subparsers, "segment", _cli_segment,
@@ -159,6 +161,11 @@ def _cli_evaluate(args) -> int:
         atomic_write_json(args.json, {**result.metrics(), "checkpoint": str(args.checkpoint),
                                       "step": int(state["step"])})
         print(f"wrote {args.json}")
+    if args.figures:
+        if spec.figures is None:
+            raise ConfigError(f"{spec.title} draws no figures from an evaluation")
+        paths = spec.figures(result, args.figures)
+        print(f"figures: {', '.join(str(p) for p in paths)}")
     return 0
 
 

@@ -22,7 +22,6 @@ Length: over 400 lines: DINO's pieces and the optional patch-level objectives be
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +29,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torchvision.transforms.v2 import functional as TF
 
 from nbseg.data.multicrop import MultiCropAugmentation, MultiCropConfig, random_resized_crop_box
 from nbseg.train.schedules import cosine_schedule

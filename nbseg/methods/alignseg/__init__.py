@@ -14,6 +14,7 @@ from pathlib import Path
 from nbseg.data.multicrop import collate_multicrop
 from nbseg.methods.alignseg.ablations import PAPER_COLUMN, SMOKE_SETS, TABLE_COLUMNS, TABLE_CSV, TABLE_II, RUN_FOLDER
 from nbseg.methods.alignseg.evaluation import epoch_evaluator, evaluate_alignseg
+from nbseg.methods.alignseg.figures import evaluation_figures
 from nbseg.methods.alignseg.losses import check_variant
 from nbseg.methods.alignseg.model import (AlignSeg, AlignSegConfig, AlignSegDecoder, AlignSegDecoderLayer,
                                           CropFeatureCache, evaluation_dataset, training_dataset)
@@ -41,6 +42,7 @@ SPEC = register(MethodSpec(
     collate_fn=collate_multicrop,
     evaluate=_evaluate,
     inference_size=lambda cfg: cfg.eval_size,
+    figures=evaluation_figures,
     smoke={"max_train_images": 64, "batch_size": 16, "epochs": 2},
     smoke_eval_limit=32,
     ablations=TABLE_II,

@@ -24,14 +24,15 @@ import torch
 
 from nbseg.errors import ConfigError
 from nbseg.evaluation import evaluate
-from nbseg.evaluation.baselines import PER_IMAGE_SIZE, KMeansBaselines, kmeans_baselines, score_rows
+from nbseg.evaluation.baselines import (BOTH_PROTOCOLS, PER_IMAGE_SIZE, KMeansBaselines, kmeans_baselines,
+                                       score_rows)
 from nbseg.features import extract_dataset
 from nbseg.methods import workflow
-from nbseg.methods.alignseg.model import AlignSeg, AlignSegConfig, evaluation_dataset, training_dataset
+from nbseg.methods.alignseg.model import AlignSeg, AlignSegConfig, evaluation_dataset
 from nbseg.methods.base import get_method
 from nbseg.prototype_scores import segment_by_argmax
 
-PROTOCOLS = ("hungarian", "per-image")
+PROTOCOLS = BOTH_PROTOCOLS
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -235,11 +236,9 @@ def run_alignseg(cfg: AlignSegConfig, run_dir: str | Path, *, progress: bool = T
     ``run_dir/metrics.json`` and ``run_dir/evaluation.csv`` (:func:`nbseg.methods.workflow.run_method`).
     ``epoch_eval`` also scores AlignSeg at every epoch end (``run_dir/metrics.csv``). The result's ``method`` is
     the trained model."""
-    def setup(method: AlignSeg) -> None:
-        method.feature_cache = feature_cache
-
     run = workflow.run_method(get_method("alignseg"), cfg, run_dir, progress=progress, evaluate=evaluate,
-                              eval_limit=eval_limit, epoch_eval=epoch_eval, kmeans=kmeans, setup=setup)
+                              eval_limit=eval_limit, epoch_eval=epoch_eval, kmeans=kmeans,
+                              setup=_with_cache(feature_cache))
     run.model.feature_cache = None
     return run
 

@@ -15,6 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from nbseg import viz
+from nbseg.io import save_figure
 from nbseg.methods.alignseg.evaluation import image_prototypes
 from nbseg.methods.alignseg.paper import PAPER_SOURCE, PAPER_TABLE_I, PAPER_TABLE_II
 from nbseg.probes import embed_2d, patch_labels
@@ -204,3 +205,15 @@ __all__ = ["PAPER_TABLE_I", "PAPER_TABLE_II", "paper_table_i", "table_i", "table
            "learnt_and_adapted_prototypes", "qualitative_figure", "kmeans_comparison_figure", "tsne_figure",
            "tsne_points", "table_iv_figure", "training_curves", "show_indices", "prototype_masks", "miou_bars",
            "figure_title"]
+
+
+def evaluation_figures(evaluation, out_dir) -> list[Path]:
+    """The figures an evaluation alone can draw (``nbseg evaluate --figures DIR``): mIoU bars, the qualitative grid
+    (Figs. 5 / 8) and AlignSeg vs k-means (Fig. 9, when the baselines ran), as PNGs in ``out_dir``."""
+    out_dir = Path(out_dir)
+    show = show_indices(evaluation, 6)
+    figures = {"miou_bars.png": miou_bars(evaluation), "qualitative.png": qualitative_figure(evaluation, show)}
+    if evaluation.kmeans is not None:
+        figures["fig9_kmeans.png"] = kmeans_comparison_figure(evaluation, show)
+    return [save_figure(fig, out_dir / name) for name, fig in figures.items()]
+

@@ -14,6 +14,7 @@ from pathlib import Path
 from nbseg.methods.base import MethodSpec, PaperNumbers, register
 from nbseg.methods.dcn.ablations import ABLATION_COLUMNS, ABLATIONS, PAPER_COLUMN, SMOKE_ABLATIONS
 from nbseg.methods.dcn.evaluation import SMOKE_PROFILE, SMOKE_VAL_LIMIT, evaluate_dcn
+from nbseg.methods.dcn.figures import evaluation_figures
 from nbseg.methods.dcn.model import (DCN, DCNConfig, DCNDecoder, PrototypeAttention, UpdateBlock, count_regions,
                                      feature_cache, hard_assignment, open_split, soft_assignment, training_dataset)
 from nbseg.methods.dcn.paper import PAPER_SETTING, PAPER_SOURCE, PAPER_TABLE_1, PAPER_TABLE_2
@@ -35,6 +36,7 @@ SPEC = register(MethodSpec(
     configs={name: CONFIGS / f"dcn_{name}.yaml" for name in ("world", "voc")},
     training_dataset=lambda cfg, model, progress=True: training_dataset(cfg, model.backbone, progress=progress),
     evaluate=_evaluate,
+    figures=evaluation_figures,
     smoke=SMOKE_PROFILE,
     smoke_eval_limit=SMOKE_VAL_LIMIT,
     ablations=ABLATIONS,

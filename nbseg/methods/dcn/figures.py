@@ -12,12 +12,14 @@ Every title names the backbone, its weights and the dataset.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from nbseg import viz
+from nbseg.io import save_figure
 from nbseg.methods.dcn.regions import retrieval_figure
 from nbseg.widgets import redraw_on_change, show_figure
 
@@ -117,3 +119,14 @@ def region_explorer(evaluation, *, seed_index: int = 0):
 
 __all__ = ["show_indices", "region_grid", "region_count_figure", "regions_vs_classes_figure", "retrieval",
            "region_state", "region_explorer"]
+
+
+def evaluation_figures(evaluation, out_dir) -> list[Path]:
+    """The figures an evaluation alone can draw (``nbseg evaluate --figures DIR``): the region grid (Fig. 4), the
+    region counts and regions against ground-truth classes, as PNGs in ``out_dir``."""
+    out_dir = Path(out_dir)
+    figures = {"region_grid.png": region_grid(evaluation, show_indices(evaluation)),
+               "region_counts.png": region_count_figure(evaluation),
+               "regions_vs_classes.png": regions_vs_classes_figure(evaluation)}
+    return [save_figure(fig, out_dir / name) for name, fig in figures.items()]
+
