@@ -20,7 +20,7 @@ from nbseg.methods.alignseg.evaluation import image_prototypes
 from nbseg.methods.alignseg.paper import PAPER_SOURCE, PAPER_TABLE_I, PAPER_TABLE_II
 from nbseg.probes import embed_2d, patch_labels
 from nbseg.probes.prototypes import class_mean_embeddings, prototype_class_similarity
-from nbseg.prototype_scores import prototype_cosine_maps
+from nbseg.prototype_scores import prototype_cosine_maps, segment_by_argmax
 from nbseg.train.logs import read_log
 
 
@@ -139,7 +139,7 @@ def tsne_points(method, features, index: int, n_classes: int, *, seed: int = 0, 
     where unlabelled), "assigned": (N,) prototype argmax of each patch}``."""
     patches = features.patches[index:index + 1]                              # (1, h, w, D)
     protos = method.image_prototypes(patches).cpu()                           # (1, K, D)
-    assigned = prototype_cosine_maps(patches, protos).argmax(1).reshape(-1)    # (h*w,)
+    assigned = segment_by_argmax(prototype_cosine_maps(patches, protos)).reshape(-1)    # (h*w,)
     gt = patch_labels(features.labels[index:index + 1], features.grid, n_classes, ignore_index).reshape(-1)
     x = torch.cat([patches.reshape(-1, patches.shape[-1]), protos[0]])
     xy = embed_2d(x, "tsne", seed=seed, perplexity=20.0)
