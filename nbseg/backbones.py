@@ -33,15 +33,18 @@ from nbseg.errors import WeightsError
 
 EMBEDDED_NAME = "embedded"
 EMBEDDED_SSL_NAME = "embedded-ssl"
-EMBEDDED_ARCH = "nbseg_vit_tiny_patch8"
+VIT_TINY = "nbseg_vit_tiny_patch8"                    # ViT-Tiny/8 sized for the 96-px world
+VIT_TINY_CONVSTEM = "nbseg_vit_tiny_convstem_patch8"  # the same with a convolutional patch embedding
+EMBEDDED_ARCH = VIT_TINY_CONVSTEM                     # the default embedded backbone's architecture
 ASSETS = Path(__file__).resolve().parent / "assets"
 EMBEDDED_WEIGHTS = ASSETS / "embedded_vit_tiny_patch8.pt"
 EMBEDDED_SSL_WEIGHTS = ASSETS / "embedded_ssl_vit_tiny_patch8.pt"
 # The ViTs shipped with nbseg (both trained by nbseg on its synthetic world, never a paper's model), with the way
 # each was trained: figure titles and tables carry it, so no reader takes one for the other (or for DINO on images).
+# name -> (architecture, weights file, how it was trained); the file is looked up when loading (tests patch it).
 EMBEDDED = {
-    EMBEDDED_NAME: (lambda: EMBEDDED_WEIGHTS, "weakly supervised by captions, not DINO"),
-    EMBEDDED_SSL_NAME: (lambda: EMBEDDED_SSL_WEIGHTS, "self-supervised, DINO"),
+    EMBEDDED_NAME: (VIT_TINY_CONVSTEM, lambda: EMBEDDED_WEIGHTS, "weakly supervised by captions, not DINO"),
+    EMBEDDED_SSL_NAME: (VIT_TINY, lambda: EMBEDDED_SSL_WEIGHTS, "self-supervised, DINO"),
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -107,13 +110,13 @@ class ConvStemPatchEmbed(nn.Module):
 
 
 def _register_embedded_arch() -> None:
-    """Register nbseg's small ViTs with timm, so ``timm.create_model(EMBEDDED_ARCH)`` and
-    ``load(EMBEDDED_ARCH, weights=FILE)`` work like any timm name."""
+    """Register nbseg's small ViTs with timm, so ``timm.create_model(VIT_TINY)`` and
+    ``load(VIT_TINY_CONVSTEM, weights=FILE)`` work like any timm name."""
     import timm
     from timm.models import register_model
     from timm.models.vision_transformer import VisionTransformer
 
-    if timm.models.is_model(EMBEDDED_ARCH):
+    if timm.models.is_model(VIT_TINY) and timm.models.is_model(VIT_TINY_CONVSTEM):
         return
 
     def tiny_vit(pretrained: bool, kwargs: dict, **arch) -> VisionTransformer:
@@ -135,7 +138,6 @@ def _register_embedded_arch() -> None:
         """The same ViT-Tiny/8 with a convolutional patch embedding (:class:`ConvStemPatchEmbed`)."""
         return tiny_vit(pretrained, kwargs, embed_layer=ConvStemPatchEmbed)
 
-    nbseg_vit_tiny_patch8.__name__ = EMBEDDED_ARCH
 
 
 _register_embedded_arch()
@@ -411,10 +413,10 @@ def load(name: str, weights: str | Path | None = None, *, random_init: bool = Fa
     """
     if random_init and weights is not None:
         raise WeightsError("pass either weights=PATH or random_init=True, not both")
-    arch = EMBEDDED_ARCH if name in EMBEDDED else name
+    arch = EMBEDDED[name][0] if name in EMBEDDED else name
     training = None
     if name in EMBEDDED and weights is None and not random_init:
-        weights, training = EMBEDDED[name][0](), EMBEDDED[name][1]
+        weights, training = EMBEDDED[name][1](), EMBEDDED[name][2]
         if not weights.is_file():
             raise WeightsError(f"the embedded backbone file {weights} is missing from this installation: "
                                "reinstall nbseg from the repository, or train one with `nbseg pretrain` and pass "

@@ -124,11 +124,11 @@ def test_resume_with_other_settings_is_refused(tiny_world, tmp_path):
 
 
 def test_export_loads_as_backbone(tiny_world, tmp_path):
-    from nbseg.backbones import EMBEDDED_ARCH, load
+    from nbseg.backbones import VIT_TINY, load
 
     pretrain(tiny_cfg(tiny_world, max_steps=2), tmp_path / "r", progress=False)
     out = export_teacher(tmp_path / "r", tmp_path / "teacher.pt", fp16=True)
-    bb = load(EMBEDDED_ARCH, weights=out)
+    bb = load(VIT_TINY, weights=out)
     ckpt = torch.load(tmp_path / "r/checkpoint.pt", weights_only=False)
     w = ckpt["teacher"]["backbone.blocks.0.attn.qkv.weight"]
     torch.testing.assert_close(bb.model.blocks[0].attn.qkv.weight, w.half().float())
