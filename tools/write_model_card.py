@@ -40,14 +40,17 @@ def _fmt(v) -> str:
 
 def curve_table(name: str, path: Path, log: Path | None = None) -> list[str]:
     rows = list(csv.DictReader(open(path)))
-    seconds = {}
+    logged = []   # (step, training seconds) from the run's log: the curve point takes the last row at or before it
     if log is not None and log.exists():
-        seconds = {r["step"]: r["seconds"] for r in csv.DictReader(open(log))}
+        logged = [(int(r["step"]), float(r["seconds"])) for r in csv.DictReader(open(log))]
     lines = [f"**{name}** (`{path}`)", "", "| step | CPU minutes | " + " | ".join(c for _, c in CURVE_COLUMNS) + " |",
              "|---:|---:|" + "---:|" * len(CURVE_COLUMNS)]
     for r in rows:
-        secs = r.get("seconds") if "seconds" in r and log is None else seconds.get(r["step"], "")
-        minutes = f"{float(secs) / 60:.0f}" if secs not in ("", None) else ""
+        if logged:
+            before = [sec for st, sec in logged if st <= int(r["step"])]
+            minutes = f"{before[-1] / 60:.0f}" if before else ""
+        else:   # tools/pretrain_curve.py writes the run's training seconds into the curve itself
+            minutes = f"{float(r['seconds']) / 60:.0f}" if r.get("seconds") else ""
         lines.append(f"| {r['step']} | {minutes} | " + " | ".join(_fmt(float(r[k])) if r.get(k) else "" for k, _ in
                                                                CURVE_COLUMNS) + " |")
     return lines + [""]
