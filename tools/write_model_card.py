@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         "show on real images (attention on objects, patch tokens that group by class). Their numbers describe the "
         "synthetic world only.",
         "",
-        f"- `embedded` (default): **{EMBEDDED['embedded'][1]}**. `nbseg/assets/{EMBEDDED_WEIGHTS.name}` (fp16), "
+        f"- `embedded` (default): **{EMBEDDED['embedded'][2]}**. `nbseg/assets/{EMBEDDED_WEIGHTS.name}` (fp16), "
         f"sha256 `{sha256_file(EMBEDDED_WEIGHTS)}`; architecture `{cfg['arch']}` (timm VisionTransformer, 192-d, "
         "6 blocks, 6 heads, patch 8, with a convolutional patch embedding: `nbseg.backbones.ConvStemPatchEmbed`).",
         f"  - command: `{args.command} epochs={cfg['epochs']} warmup_epochs={cfg['warmup_epochs']}`; objective and "
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         f"  - steps: {log[-1]['step']} at batch {cfg['batch_size']} ({cfg['epochs']} epochs), final loss "
         f"{float(log[-1]['loss']):.3f}; {float(log[-1]['seconds']) / 60:.0f} min on {env['cpu_count']} CPU cores "
         f"({env['platform']}, torch {env['torch']}), sharing them with other work",
-        f"- `embedded-ssl`: **{EMBEDDED['embedded-ssl'][1]}**. `nbseg/assets/{EMBEDDED_SSL_WEIGHTS.name}`, sha256 "
+        f"- `embedded-ssl`: **{EMBEDDED['embedded-ssl'][2]}**. `nbseg/assets/{EMBEDDED_SSL_WEIGHTS.name}`, sha256 "
         f"`{sha256_file(EMBEDDED_SSL_WEIGHTS)}`; the best self-supervised backbone measured on world v2 (history "
         "below). Load it with `nbseg.backbones.load('embedded-ssl')` to set what self-supervision alone learns "
         "beside the default.",
