@@ -220,6 +220,10 @@ def fit(method: nn.Module, dataset, cfg: TrainConfig, run_dir: str | Path, *, co
             optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state.get("rng"))
         start_step = int(state["step"])
+        if is_main:
+            from nbseg.train.run_folder import resumed_line
+
+            print(resumed_line(ckpt_path, start_step, total_steps), flush=True)
     runner: nn.Module = _TrainingStep(method)
     if world > 1 and params:
         runner = nn.parallel.DistributedDataParallel(
