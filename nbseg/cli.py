@@ -90,6 +90,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"nbseg {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        # A full disk met outside nbseg.io's writers (a library writing on its own): still one line, not a trace.
+        from nbseg.io import STORAGE_ERRNOS
+
+        if err.errno not in STORAGE_ERRNOS or getattr(args, "debug", False):
+            raise
+        print(f"nbseg {args.command}: error: cannot write {err.filename or 'a file'}: {STORAGE_ERRNOS[err.errno]}; "
+              "free some space and run the same command again", file=sys.stderr)
+        return 2
     finally:
         allow_unsafe_pickle(before)
 

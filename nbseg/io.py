@@ -56,6 +56,14 @@ def format_bytes(n: int) -> str:
     return f"{n:.1f} GiB"  # pragma: no cover
 
 
+def checkpoint_resume_hint(checkpoint: Path) -> str:
+    """What a run stopped by a full disk at a checkpoint should do: the previous checkpoint is intact."""
+    if Path(checkpoint).exists():
+        return (f"the previous checkpoint {checkpoint} is intact: free some space and run the same command again "
+                "to resume from it")
+    return "free some space and run the same command again (no checkpoint was written yet: it starts over)"
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, resume: str | None = None) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename).
 

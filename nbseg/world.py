@@ -426,7 +426,7 @@ def write_world(root: str | Path | None = None, spec: WorldSpec = WorldSpec(), *
     run leaves no marker and the next call regenerates. What is kept is verified first (sizes; sha256 too with
     ``checksums``): damaged images are re-rendered, anything else damaged regenerates the root.
     """
-    from tqdm.auto import tqdm
+    from nbseg.progress import tqdm
 
     from nbseg.world_files import all_files, file_record
 

@@ -140,7 +140,7 @@ def segment_images(method, inputs, out_dir: str | Path, *, size: int | None = No
             image's size, nearest); None keeps the image's size (rounded down to the patch size).
         overwrite: replace outputs that exist already (else they are an :class:`~nbseg.errors.OutputError`).
     """
-    from tqdm.auto import tqdm
+    from nbseg.progress import tqdm
 
     from nbseg.cluster import upsample_labels
     from nbseg.io import atomic_write_bytes

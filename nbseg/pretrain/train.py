@@ -30,7 +30,7 @@ from torch import nn
 
 from nbseg.config import to_dict
 from nbseg.errors import ConfigError, NbsegError
-from nbseg.io import atomic_torch_save, atomic_write_bytes
+from nbseg.io import atomic_torch_save, atomic_write_bytes, checkpoint_resume_hint
 from nbseg.pretrain.batched_augment import BatchedMultiCrop, corresponding_positions
 from nbseg.pretrain.dino import (DINOHead, MultiCropAugmentation, MultiCropConfig, StudentTeacherNet,
                                  clip_gradients_, cross_view_patch_loss, dense_info_nce_loss, dino_loss,
@@ -314,7 +314,7 @@ def loss_curve_figure(rows: list[dict], title: str):
 
 def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True, resume: bool = True) -> dict:
     """Train (or resume) a DINO run in ``run_dir``. Returns a summary dict (steps, final loss, seconds)."""
-    from tqdm.auto import tqdm
+    from nbseg.progress import tqdm
 
     cfg.validate()
     run_dir = Path(run_dir)
@@ -392,7 +392,8 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
         atomic_torch_save({"student": student.state_dict(), "teacher": teacher.state_dict(),
                            "optimizer": optimizer.state_dict(), "center": center.cpu(),
                            "center_patch": center_patch.cpu(), "step": step,
-                           "seconds": seconds, "config": to_dict(cfg), "arch": cfg.arch}, ckpt_path)
+                           "seconds": seconds, "config": to_dict(cfg), "arch": cfg.arch}, ckpt_path,
+                          resume=checkpoint_resume_hint(ckpt_path))
         write_log(log_path, rows, LOG_FIELDS)
 
     stop_step = min(total_steps, cfg.max_steps) if cfg.max_steps is not None else total_steps
