@@ -28,8 +28,9 @@ STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "di
 DEFAULT_RESUME_HINT = "free some space (or choose another location) and run the same command again"
 
 
-def _write_file(f, data: bytes) -> None:
-    """The one low-level write of every nbseg output (tests replace it to simulate a full disk)."""
+def _write_file(f, data: bytes, path: Path) -> None:
+    """The one low-level write of every nbseg output, into ``f`` (the temporary file of ``path``); tests replace it
+    to simulate a full disk."""
     f.write(data)
     f.flush()
     os.fsync(f.fileno())
@@ -80,7 +81,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, resume: str | No
         raise
     try:
         with os.fdopen(fd, "wb") as f:
-            _write_file(f, data)
+            _write_file(f, data, path)
         os.replace(tmp, path)
     except BaseException as err:
         if os.path.exists(tmp):
