@@ -436,3 +436,259 @@ def test_catalogue(case, base, tmp_path, monkeypatch, capsys):
 
 def test_catalogue_has_a_row_per_item():
     assert len(CATALOGUE) >= 35 and len({case.name for case in CATALOGUE}) == len(CATALOGUE)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Per item: what a row of the table cannot show
+# ----------------------------------------------------------------------------------------------------------
+
+def test_1_check_outputs_refuses_before_anything_is_written(tmp_path):
+    from nbseg.errors import OutputError
+    from nbseg.io import check_outputs
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.jpg").write_bytes(b"photo")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x.png").write_bytes(b"old")
+    with pytest.raises(OutputError, match="holds the inputs"):
+        check_outputs([tmp_path / "in" / "x.png"], inputs=[tmp_path / "in"])
+    with pytest.raises(OutputError, match=r"1 output file\(s\) exist already .*x\.png.*--overwrite"):
+        check_outputs([tmp_path / "out" / "x.png", tmp_path / "out" / "y.png"], inputs=[tmp_path / "in"])
+    assert check_outputs([tmp_path / "out" / "x.png"], inputs=[tmp_path / "in"], overwrite=True)
+    assert check_outputs([tmp_path / "in" / "sub" / "x.png"], inputs=[tmp_path / "in"])  # a sub-folder is fine
+
+
+@pytest.mark.notebook
+def test_2_notebook_units_are_replaced_only_on_success(tmp_path):
+    """A failed rerun keeps the good unit and its rows; running one notebook keeps the others' rows; progress bars
+    in the executed copy reach their end."""
+    import pandas as pd
+
+    import nbseg.notebook_runner as runner
+    from nbseg.errors import NbsegError
+    from tests.test_notebook_runner import WRITE_METRICS, write_notebook
+
+    progress = "from nbseg.progress import tqdm\nfor _ in tqdm(range(10), desc='steps'):\n    pass\n"
+    first = write_notebook(tmp_path, "00_first", FAILS_ON_NEGATIVE_N, WRITE_METRICS, progress)
+    second = write_notebook(tmp_path, "01_second", WRITE_METRICS)
+    out = tmp_path / "out"
+    runner.run_notebooks([first], out_dir=out, overrides={"N": 3}, timeout=120)
+    good_copy = sha256_file(out / "00_first" / "00_first.ipynb")
+    executed = (out / "00_first" / "00_first.ipynb").read_text()
+    assert "10/10" in executed                            # a text bar, at its end (a widget would stay at 0/10)
+    runner.run_notebooks([second], out_dir=out, timeout=120)
+    table = pd.read_csv(out / "metrics.csv")
+    assert set(table.notebook) == {"00_first", "01_second"}   # running 01 alone kept 00's rows
+    with pytest.raises(NbsegError, match="1 of 1 notebooks failed"):
+        runner.run_notebooks([first], out_dir=out, overrides={"N": -1}, timeout=120)
+    assert sha256_file(out / "00_first" / "00_first.ipynb") == good_copy
+    assert json.loads((out / "00_first" / "metrics.json").read_text())["n_squared"] == 9
+    assert (out / "00_first.failed" / "00_first.ipynb").is_file()          # the failed run, to inspect
+    table = pd.read_csv(out / "metrics.csv")
+    assert set(table.notebook) == {"00_first", "01_second"} and len(table) > 2  # not truncated by the failure
+    assert not list(out.glob(".*previous"))
+
+
+def test_2_a_killed_batch_gets_its_previous_unit_back(tmp_path):
+    from nbseg import notebook_units as units
+
+    unit = tmp_path / "00_a"
+    unit.mkdir()
+    (unit / "result.txt").write_text("good")
+    (unit / "run").mkdir()
+    (unit / "run" / "checkpoint.pt").write_bytes(b"ckpt")
+    previous = units.begin(unit)
+    assert (unit / "run" / "checkpoint.pt").read_bytes() == b"ckpt"      # a training run resumes in place
+    assert not (unit / "result.txt").exists()                           # the rest does not mix into the new run
+    (unit / "partial.txt").write_text("killed here")
+    assert previous.exists()
+    again = units.begin(unit)                                            # the next batch, after a kill -9
+    assert (again / "result.txt").read_text() == "good" and not (again / "partial.txt").exists()
+    assert not (unit / "partial.txt").exists()                           # the killed run is not a result
+    units.fail(unit, again)                                              # this run fails too: the good one is back
+    assert (unit / "result.txt").read_text() == "good"
+    assert (units.failed_dir(unit) / "run" / "checkpoint.pt").is_file()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P", "RGBA", "LA", "I;16", "I", "F", "1"])
+def test_3_one_reader_reads_every_mode_with_its_range(tmp_path, mode):
+    """Every mode comes out in [0, 1] with the value it holds (16-bit: not white), through every command's path."""
+    from nbseg.data.base import read_image
+    from nbseg.methods.alignseg_segment import read_rgb as segment_reader
+
+    grey = np.tile(np.linspace(0, 1, 16, dtype=np.float32), (8, 1))           # (8, 16) ramp
+    if mode in ("I;16", "I"):
+        image = Image.fromarray((grey * 65535).round().astype(np.uint16))
+        if mode == "I":
+            image = image.convert("I")
+    elif mode == "F":
+        image = Image.fromarray(grey)
+    elif mode == "1":
+        image = Image.fromarray(grey > 0.5)                                   # 1-bit, without dithering
+    else:
+        image = Image.fromarray((grey * 255).round().astype(np.uint8)).convert(mode)
+    path = tmp_path / ("x.tif" if mode in ("F", "I") else "x.png")
+    image.save(path)
+    rgb = read_image(path)
+    assert rgb.shape == (3, 8, 16) and rgb.dtype == torch.float32
+    expected = torch.from_numpy(grey > 0.5).float() if mode == "1" else torch.from_numpy(grey)
+    torch.testing.assert_close(rgb[0], expected, atol=1 / 200, rtol=0)
+    torch.testing.assert_close(segment_reader(path), rgb)
+
+
+def test_3_sixteen_bit_png_is_not_read_as_white(tmp_path):
+    from nbseg.data.images import read_rgb
+
+    Image.fromarray(np.full((4, 4), 16384, dtype=np.uint16)).save(tmp_path / "a.png")
+    assert abs(read_rgb(tmp_path / "a.png").mean().item() - 0.25) < 1e-3
+
+
+def test_3_exif_orientation_is_applied_to_images_and_labels(tmp_path):
+    from nbseg.data.images import read_label_array, read_rgb
+
+    exif = Image.Exif()
+    exif[0x0112] = 6                                   # "rotate 90 degrees clockwise to display"
+    Image.fromarray(np.zeros((10, 20, 3), np.uint8)).save(tmp_path / "photo.jpg", exif=exif)
+    label = Image.fromarray(np.arange(200, dtype=np.uint8).reshape(10, 20) % 3)
+    label.save(tmp_path / "label.png", exif=exif)
+    assert read_rgb(tmp_path / "photo.jpg").shape == (3, 20, 10)
+    assert read_label_array(tmp_path / "label.png").shape == (20, 10)
+
+
+def test_3_eval_reads_sixteen_bit_label_maps(tmp_path, capsys):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    labels = np.arange(64, dtype=np.uint16).reshape(8, 8) % 2 + 300          # ids beyond 8 bits
+    Image.fromarray(labels).save(gt / "x.png")
+    Image.fromarray((labels - 300).astype(np.uint8)).save(pred / "x.png")
+    assert nbseg_main(["eval", "--gt", str(gt), "--pred", str(pred), "--ignore", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["miou"] == pytest.approx(1.0)
+
+
+def test_4_full_disk_keeps_the_previous_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    from nbseg.errors import StorageError
+    from nbseg.io import atomic_write_bytes
+
+    target = tmp_path / "checkpoint.pt"
+    target.write_bytes(b"previous checkpoint")
+
+    def full(f, data, path):
+        f.write(data[:10])                       # a partial write, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(nbseg.io, "_write_file", full)
+    with pytest.raises(StorageError) as err:
+        atomic_write_bytes(target, b"x" * 500, resume="run the same command again to resume")
+    message = str(err.value)
+    assert str(target) in message and "500 bytes needed" in message and "run the same command again" in message
+    assert "\n" not in message
+    assert target.read_bytes() == b"previous checkpoint" and sorted(os.listdir(tmp_path)) == ["checkpoint.pt"]
+
+
+def test_5_export_of_a_method_run_names_it(base, tmp_path):
+    from nbseg.errors import ConfigError
+    from nbseg.pretrain.train import export_teacher
+
+    with pytest.raises(ConfigError, match="holds an AlignSeg training run"):
+        export_teacher(base["alignseg"], tmp_path / "w.pt")
+    assert not (tmp_path / "w.pt").exists()
+
+
+def test_6_world_regenerates_exactly_what_is_damaged(tmp_path):
+    from nbseg.world import WorldSpec, ensure_world, is_complete, write_world
+
+    spec = WorldSpec(seed=1, size=32, n_train=3, n_val=2)
+    root = write_world(tmp_path / "w", spec, workers=1, progress=False)
+    record = json.loads((root / "world.json").read_text())["files"]
+    image, other = root / "JPEGImages" / "w0000002.png", root / "SegmentationClass" / "w0000000.png"
+    stamp = other.stat().st_mtime_ns
+    original = sha256_file(image)
+    assert record["JPEGImages/w0000002.png"]["sha256"] == original
+    image.write_bytes(image.read_bytes()[:50])                    # truncated: caught by its size on every call
+    assert not is_complete(root, spec)
+    ensure_world(root, spec, progress=False)
+    assert sha256_file(image) == original and other.stat().st_mtime_ns == stamp
+    flipped = bytearray(image.read_bytes())
+    flipped[-20] ^= 0xFF                                            # same size, other bytes: caught by sha256
+    image.write_bytes(bytes(flipped))
+    assert is_complete(root, spec) and not is_complete(root, spec, checksums=True)
+    write_world(root, spec, checksums=True, progress=False)
+    assert sha256_file(image) == original
+
+
+def test_7_weights_run_no_code_without_consent(tmp_path, capsys):
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": embedded_state(), "payload": RunsCode(tmp_path / "pwned")}, evil)
+    assert nbseg_main(["backbones", "info", "embedded", "--weights", str(evil)]) == 2
+    assert not (tmp_path / "pwned").exists()
+    # the flag really is what gates it: with consent the file is unpickled in full (and its code runs)
+    nbseg_main(["--allow-unsafe-pickle", "backbones", "info", "embedded", "--weights", str(evil)])
+    assert (tmp_path / "pwned").exists()
+    from nbseg.consent import unsafe_pickle_allowed
+
+    assert not unsafe_pickle_allowed()                              # consent lasts one command
+
+
+def test_7_help_of_the_flag_says_why_it_is_dangerous(capsys):
+    with pytest.raises(SystemExit):
+        nbseg_main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--allow-unsafe-pickle" in text and "DANGEROUS" in text and "runs any code the file contains" in text
+
+
+def test_7_dino_training_checkpoints_still_load_safely(tmp_path):
+    from nbseg import backbones
+    from tests.test_backbones import dino_training_checkpoint
+
+    model = backbones.create_model(backbones.EMBEDDED_ARCH, pretrained=False)
+    torch.save(dino_training_checkpoint(model), tmp_path / "checkpoint.pth")   # carries an argparse.Namespace
+    state = backbones.read_weights_file(tmp_path / "checkpoint.pth", allow_unsafe_pickle=False)
+    assert set(state) >= set(model.state_dict())
+
+
+def test_8_config_differences_are_reported_before_feature_extraction(base, tmp_path, monkeypatch):
+    import nbseg.probes
+    from nbseg.errors import ConfigError
+    from nbseg.methods.alignseg_eval import load_alignseg_config, run_alignseg
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("features were extracted before the config was checked")
+
+    monkeypatch.setattr(nbseg.probes, "extract_dataset", no_extraction)
+    run = tmp_path / "run"
+    shutil.copytree(base["unfinished"], run)
+    cfg = load_alignseg_config("world", {**ALIGNSEG, "data_root": str(base["world"]), "n_prototypes": 5})
+    with pytest.raises(ConfigError, match="n_prototypes: saved 4, now 5"):
+        run_alignseg(cfg, run, progress=False)
+
+
+def test_8_one_name_for_the_dataset_root():
+    from nbseg.methods.alignseg import AlignSegConfig
+    from nbseg.methods.dcn import DCNConfig
+    from nbseg.pretrain.train import PretrainConfig, stored_config
+
+    for cls in (PretrainConfig, AlignSegConfig, DCNConfig):
+        assert "data_root" in cls.__dataclass_fields__ and "root" not in cls.__dataclass_fields__
+    assert stored_config({"root": "/data/x", "seed": 1}) == {"data_root": "/data/x", "seed": 1}  # older runs resume
+
+
+def test_8_help_imports_no_command_module():
+    """`nbseg --help` lists every command without importing torch, pandas or a command module (lazy at the CLI)."""
+    code = ("import sys\nfrom nbseg.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'pandas', 'numpy', 'nbseg.world', 'nbseg.methods.cli') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert "segment" in result.stdout and "pretrain" in result.stdout
+
+
+def test_8_command_table_says_what_each_module_registers():
+    import argparse
+
+    from nbseg.cli import COMMANDS, build_parser
+
+    parser = build_parser(everything=True)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    registered = {choice.dest: choice.help for choice in sub._choices_actions}
+    assert registered == {name: text for name, (_, text) in COMMANDS.items()}
