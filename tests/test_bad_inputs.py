@@ -348,6 +348,11 @@ def resume_says_so(c):
     return ["train", "alignseg", str(run), *c.base["alignseg_args"], "--no-eval", "--no-progress"], []
 
 
+def pretrain_resume_says_so(c):
+    run = c.copy("pretrain")
+    return ["pretrain", str(run), *c.base["pretrain_args"], "--no-progress"], []
+
+
 def evaluate_unfinished_run(c):
     return (["evaluate", str(c.base["unfinished"]), "--no-kmeans", "--limit", "2", "--no-progress"],
             [c.base["unfinished"] / "checkpoint.pt"])
@@ -407,6 +412,7 @@ CATALOGUE = [
     Case("pretrain with the old key root=", pretrain_with_the_old_root_key, 2, "'root' is now called 'data_root'"),
     Case("resume with a changed config key", resume_with_a_changed_key, 2, "n_prototypes: saved 4, now 5"),
     Case("resume says where it resumed", resume_says_so, 0, "resumed from step 1 of 4"),
+    Case("pretrain resume says where it resumed", pretrain_resume_says_so, 0, "resumed from step 2 of 4"),
     Case("evaluate an unfinished run", evaluate_unfinished_run, 0, "unfinished run (step 1 of 4)"),
     Case("evaluate a missing checkpoint", evaluate_missing_checkpoint, 2, "does not exist"),
     Case("train with an unknown key", train_unknown_key, 2, "unknown key(s) ['n_protos']"),

@@ -26,7 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nbseg.errors import DataError
 
-COLOUR_MODES = ("RGB", "L", "1", "P", "CMYK", "YCbCr", "RGBX", "LAB", "HSV")
+COLOUR_MODES = ("RGB", "L", "1", "P", "CMYK", "YCbCr", "RGBX")
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 LABEL_MODES = ("P", "L", "1", "I", *SIXTEEN_BIT_MODES)
