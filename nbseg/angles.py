@@ -152,7 +152,7 @@ def angle_study(patches: torch.Tensor, labels: torch.Tensor, n_classes: int, *, 
         patches: (N, h, w, D) patch embeddings.  labels: (N, H, W) pixel labels (255 = ignore).
     """
     import pandas as pd
-    from tqdm.auto import tqdm
+    from nbseg.progress import tqdm
 
     emb, lab, w, image = pixel_weighted_embeddings(patches, labels, n_classes, ignore_index=ignore_index)
     rows, within, within_w, inter = [], [], [], []

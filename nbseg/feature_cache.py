@@ -339,7 +339,7 @@ def build_feature_cache(backbone, dataset, input_size: int | Sequence[int], *, r
     Returns:
         the opened :class:`FeatureCache`.
     """
-    from tqdm.auto import tqdm
+    from nbseg.progress import tqdm
 
     size = _pair(input_size)
     p = backbone.patch_size

@@ -96,7 +96,7 @@ def extract_dataset(backbone, dataset, *, batch_size: int = 32, limit: int | Non
         dataset: a :class:`nbseg.data.SegDataset` (use its ``transform`` to resize real images).
         limit: use only the first ``limit`` images (smoke runs).
     """
-    from tqdm.auto import tqdm
+    from nbseg.progress import tqdm
 
     from nbseg.data import collate_samples
 

@@ -165,7 +165,7 @@ def region_embeddings(backbone, images: Sequence[torch.Tensor], region_maps: Seq
         size: crop side, a multiple of the patch size.
         batch_size: crops per backbone call.
     """
-    from tqdm.auto import tqdm
+    from nbseg.progress import tqdm
 
     if size % backbone.patch_size:
         raise ValueError(f"region crop size {size} is not a multiple of the patch size {backbone.patch_size}")

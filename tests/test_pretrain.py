@@ -91,7 +91,7 @@ def tiny_world(tmp_path_factory):
 
 
 def tiny_cfg(root, **kw):
-    base = dict(data="world", root=str(root), image_size=32, global_size=16, local_size=8, n_local=2,
+    base = dict(data="world", data_root=str(root), image_size=32, global_size=16, local_size=8, n_local=2,
                 batch_size=4, epochs=2, warmup_epochs=1, out_dim=32, head_hidden_dim=16, bottleneck_dim=8,
                 checkpoint_every=1, log_every=1, drop_path_rate=0.1)
     base.update(kw)
@@ -138,7 +138,7 @@ def test_export_loads_as_backbone(tiny_world, tmp_path):
 def test_cli_pretrain_and_export(tiny_world, tmp_path):
     from nbseg.cli import main
 
-    args = ["data=world", f"root={tiny_world}", "image_size=32", "global_size=16", "local_size=8", "n_local=2",
+    args = ["data=world", f"data_root={tiny_world}", "image_size=32", "global_size=16", "local_size=8", "n_local=2",
             "batch_size=4", "epochs=1", "out_dim=32", "head_hidden_dim=16", "bottleneck_dim=8"]
     assert main(["pretrain", str(tmp_path / "run"), *args, "--no-progress"]) == 0
     assert main(["pretrain", "export", str(tmp_path / "run"), str(tmp_path / "w.pt")]) == 0
@@ -148,7 +148,7 @@ def test_cli_pretrain_and_export(tiny_world, tmp_path):
 
 def test_two_process_ddp_equals_single_process(tiny_world, tmp_path):
     """torchrun with 2 CPU processes (gloo) and half a batch each gives the single-process result."""
-    common = [f"root={tiny_world}", "data=world", "image_size=32", "global_size=16", "local_size=8", "n_local=2",
+    common = [f"data_root={tiny_world}", "data=world", "image_size=32", "global_size=16", "local_size=8", "n_local=2",
               "batch_size=4", "epochs=1", "out_dim=32", "head_hidden_dim=16", "bottleneck_dim=8",
               "drop_path_rate=0", "device=cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

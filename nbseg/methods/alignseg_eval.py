@@ -308,7 +308,11 @@ def run_alignseg(cfg: AlignSegConfig, run_dir: str | Path, *, progress: bool = T
     from nbseg.io import atomic_write_json, atomic_write_text
     from nbseg.probes import extract_dataset
 
+    from nbseg.config import to_dict
+    from nbseg.train.run_folder import check_before_work
+
     run_dir = Path(run_dir)
+    check_before_work(run_dir, "AlignSeg", to_dict(cfg))  # a wrong folder or changed key: now, not after extraction
     eval_set = features = backbone = None
     if evaluate or epoch_eval:
         from nbseg.backbones import load

@@ -79,16 +79,20 @@ def register_cli(subparsers) -> None:
     e.add_argument("--limit", type=int, default=None, metavar="N", help="score the first N images only")
     e.add_argument("--no-kmeans", action="store_true", help="skip the k-means baselines")
     e.add_argument("--json", default=None, metavar="FILE", help="also write the flat metrics as JSON (atomic)")
+    e.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists (default: refuse)")
     _model_options(e)
 
     s = _command(subparsers, "segment", _cli_segment,
                  "segment your own images with a trained model: label PNGs and overlays",
                  "Write NAME.png (prototype ids as a palette PNG at the image's size) and NAME_overlay.png for every "
                  "image (files, or the images in folders). Writes are atomic; an unreadable image is skipped and "
-                 "reported (exit status 1), the others are still written.")
+                 "reported (exit status 1), the others are still written. --out may not be a folder holding the "
+                 "inputs, and existing outputs are kept unless --overwrite is given.")
     s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images")
     s.add_argument("--checkpoint", required=True, help="run folder or checkpoint.pt of a trained model")
-    s.add_argument("--out", required=True, help="output folder (created)")
+    s.add_argument("--out", required=True, help="output folder (created; not a folder holding the inputs)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace label PNGs and overlays that exist already in --out (default: refuse)")
     s.add_argument("--size", type=int, default=None, metavar="PX",
                    help="resize the short side to PX before inference (default: the model's eval_size; 0 keeps "
                         "each image's size)")
@@ -175,12 +179,22 @@ def _cli_train_dcn(args) -> int:
 
 def _cli_evaluate(args) -> int:
     import dataclasses
+    from pathlib import Path
 
-    from nbseg.io import atomic_write_json
+    from nbseg.io import atomic_write_json, check_outputs
     from nbseg.methods.alignseg import evaluation_dataset
     from nbseg.methods.alignseg_eval import evaluate_alignseg, load_alignseg
+    from nbseg.train.run_folder import run_progress
 
+    if args.json:
+        source = Path(args.checkpoint)
+        check_outputs([args.json], inputs=[source / "checkpoint.pt" if source.is_dir() else source],
+                      overwrite=args.overwrite, what="metrics file")
     method, cfg, state = load_alignseg(args.checkpoint, weights=args.weights, device=args.device)
+    step, total = run_progress(state)
+    if total and step < total:
+        print(f"note: {args.checkpoint} is an unfinished run (step {step} of {total}): these are the scores of a "
+              "partly trained model; run the same `nbseg train` command again to finish it")
     if args.data_root is not None:
         cfg = dataclasses.replace(cfg, data_root=args.data_root)
     dataset = evaluation_dataset(cfg, args.split)
@@ -192,20 +206,20 @@ def _cli_evaluate(args) -> int:
     _print_table(result.table)
     if args.json:
         atomic_write_json(args.json, {**result.metrics(), "checkpoint": str(args.checkpoint),
-                                      "step": int(state["step"])})
+                                      "step": step, "total_steps": total, "finished": bool(total and step >= total)})
         print(f"wrote {args.json}")
     return 0
 
 
 def _cli_segment(args) -> int:
     from nbseg.methods.alignseg_eval import load_alignseg
-    from nbseg.methods.alignseg_segment import collect_inputs, segment_images
+    from nbseg.methods.alignseg_segment import check_segment_outputs, segment_images
 
-    collect_inputs(args.inputs)                   # bad paths are reported before the model is loaded
+    check_segment_outputs(args.inputs, args.out, args.overwrite)  # before the model is loaded
     method, cfg, _ = load_alignseg(args.checkpoint, weights=args.weights, device=args.device)
     size = cfg.eval_size if args.size is None else (args.size or None)
     report = segment_images(method, args.inputs, args.out, size=size, alpha=args.alpha,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, overwrite=args.overwrite)
     print(f"{report.summary()}\nlabel PNGs and overlays in {args.out} (model: {method.backbone.describe()}, "
           f"{cfg.variant} variant, K={cfg.n_prototypes})")
     return 1 if report.failed else 0

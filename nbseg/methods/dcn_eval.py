@@ -106,8 +106,11 @@ def train_dcn(cfg: DCNConfig, run_dir: str | Path, *, backbone=None, progress: b
     """Train DCN in ``run_dir`` on the cached features of ``cfg``'s training split (the cache is built first when
     absent, see :func:`nbseg.methods.dcn.feature_cache`). An existing run folder is resumed exactly (``max_steps``
     may grow); a finished run is only loaded. Returns (method in eval mode, summary of :func:`nbseg.train.fit`)."""
+    from nbseg.config import to_dict
     from nbseg.train import fit
+    from nbseg.train.run_folder import check_before_work
 
+    check_before_work(run_dir, "DCN", to_dict(cfg))  # a wrong folder or changed key: before the feature cache
     method = DCN(cfg, backbone=backbone)
     summary = fit(method, training_dataset(cfg, method.backbone, progress=progress), cfg, run_dir,
                   progress=progress)
