@@ -20,14 +20,15 @@ from _report import emit
 
 
 def main(argv=None) -> int:
-    from nbseg.backbones import EMBEDDED_ARCH, load
+    from nbseg.backbones import EMBEDDED, EMBEDDED_ARCH, load
     from nbseg.data import load_dataset
     from nbseg.pretrain.quality import backbone_quality, bars_met, raw_colour_kmeans
     from nbseg.runs import environment_info
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="embedded", help="a backbone name nbseg.backbones.load takes")
-    p.add_argument("--weights", default=None, help="weights file for the embedded architecture (overrides --backbone)")
+    p.add_argument("--weights", default=None, help="weights file of architecture --arch (overrides --backbone)")
+    p.add_argument("--arch", default=EMBEDDED_ARCH, help="architecture of --weights (default: the embedded one's)")
     p.add_argument("--n-train", type=int, default=500, help="train images for the linear probe")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--skip-random", action="store_true", help="do not measure the random-init baseline")
@@ -36,7 +37,8 @@ def main(argv=None) -> int:
     val_voc = load_dataset("world", split="val", labels="voc")
     val_full = load_dataset("world", split="val", labels="full")
     train_full = load_dataset("world", split="train", labels="full")
-    trained = load(EMBEDDED_ARCH, weights=args.weights) if args.weights else load(args.backbone)
+    trained = load(args.arch, weights=args.weights) if args.weights else load(args.backbone)
+    arch = args.arch if args.weights else EMBEDDED[args.backbone][0] if args.backbone in EMBEDDED else args.backbone
     rows = {"trained": {"backbone": trained.describe(),
                         **backbone_quality(trained, train_full, val_voc, val_full, n_train=args.n_train,
                                            progress=True)}}
@@ -44,7 +46,7 @@ def main(argv=None) -> int:
     report = {"machine": environment_info(), "dataset": val_full.describe(), "raw_colour_kmeans": raw,
               "results": rows}
     if not args.skip_random:
-        rows["random_init"] = backbone_quality(load("embedded", random_init=True), train_full, val_voc, val_full,
+        rows["random_init"] = backbone_quality(load(arch, random_init=True), train_full, val_voc, val_full,
                                                n_train=args.n_train, progress=True)
         report["bars"] = bars_met(rows["trained"], rows["random_init"], raw["miou"])
     emit(report, args.json)

@@ -24,19 +24,19 @@ from _report import emit
 REPO = Path(__file__).resolve().parent.parent
 # component -> (module file suffix, function name) whose cumulative time measures it
 DINO_PARTS = {
-    "views (CPU multi-crop)": ("pretrain/train.py", "__getitem__"),
+    "views (CPU multi-crop)": ("pretrain/dino.py", "__call__"),
     "views (batched, on device)": ("pretrain/batched_augment.py", "__call__"),
     "forward (student + teacher)": ("pretrain/dino.py", "forward"),
     "backward": ("torch/_tensor.py", "backward"),
-    "clip + optimiser": ("pretrain/dino.py", "clip_gradients_"),
-    "optimiser step": ("torch/optim/adamw.py", "adamw"),
+    "gradient clipping": ("pretrain/dino.py", "clip_gradients_"),
+    "optimiser step": ("torch/optim/adam.py", "step"),
     "EMA teacher update": ("pretrain/dino.py", "ema_update_"),
 }
 TAG_PARTS = {
     "views (per-image crop, flip, jitter)": ("pretrain/caption_tags.py", "__getitem__"),
     "forward": ("pretrain/caption_tags.py", "training_step"),
     "backward": ("torch/_tensor.py", "backward"),
-    "optimiser step": ("torch/optim/adamw.py", "adamw"),
+    "optimiser step": ("torch/optim/adam.py", "step"),
 }
 
 

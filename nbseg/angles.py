@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from nbseg.probes.basics import patch_class_shares
+from nbseg.progress import tqdm
 
 # DCN §1: "We count them using pixels in a single image and get the averages of 44.76° and 51.55° ... the
 # intra-class angle and inter-class angle of all pixels in the whole dataset is 49.28° and 24.91°".

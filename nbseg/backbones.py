@@ -29,19 +29,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nbseg.consent import unsafe_pickle_allowed
 from nbseg.errors import WeightsError
 
 EMBEDDED_NAME = "embedded"
 EMBEDDED_SSL_NAME = "embedded-ssl"
-EMBEDDED_ARCH = "nbseg_vit_tiny_patch8"
+VIT_TINY = "nbseg_vit_tiny_patch8"                    # ViT-Tiny/8 sized for the 96-px world
+VIT_TINY_CONVSTEM = "nbseg_vit_tiny_convstem_patch8"  # the same with a convolutional patch embedding
+EMBEDDED_ARCH = VIT_TINY_CONVSTEM                     # the default embedded backbone's architecture
 ASSETS = Path(__file__).resolve().parent / "assets"
 EMBEDDED_WEIGHTS = ASSETS / "embedded_vit_tiny_patch8.pt"
 EMBEDDED_SSL_WEIGHTS = ASSETS / "embedded_ssl_vit_tiny_patch8.pt"
 # The ViTs shipped with nbseg (both trained by nbseg on its synthetic world, never a paper's model), with the way
 # each was trained: figure titles and tables carry it, so no reader takes one for the other (or for DINO on images).
+# name -> (architecture, weights file, how it was trained); the file is looked up when loading (tests patch it).
 EMBEDDED = {
-    EMBEDDED_NAME: (lambda: EMBEDDED_WEIGHTS, "weakly supervised by captions, not DINO"),
-    EMBEDDED_SSL_NAME: (lambda: EMBEDDED_SSL_WEIGHTS, "self-supervised, DINO"),
+    EMBEDDED_NAME: (VIT_TINY_CONVSTEM, lambda: EMBEDDED_WEIGHTS, "weakly supervised by captions, not DINO"),
+    EMBEDDED_SSL_NAME: (VIT_TINY, lambda: EMBEDDED_SSL_WEIGHTS, "self-supervised, DINO"),
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -107,13 +111,13 @@ class ConvStemPatchEmbed(nn.Module):
 
 
 def _register_embedded_arch() -> None:
-    """Register nbseg's small ViTs with timm, so ``timm.create_model(EMBEDDED_ARCH)`` and
-    ``load(EMBEDDED_ARCH, weights=FILE)`` work like any timm name."""
+    """Register nbseg's small ViTs with timm, so ``timm.create_model(VIT_TINY)`` and
+    ``load(VIT_TINY_CONVSTEM, weights=FILE)`` work like any timm name."""
     import timm
     from timm.models import register_model
     from timm.models.vision_transformer import VisionTransformer
 
-    if timm.models.is_model(EMBEDDED_ARCH):
+    if timm.models.is_model(VIT_TINY) and timm.models.is_model(VIT_TINY_CONVSTEM):
         return
 
     def tiny_vit(pretrained: bool, kwargs: dict, **arch) -> VisionTransformer:
@@ -135,7 +139,6 @@ def _register_embedded_arch() -> None:
         """The same ViT-Tiny/8 with a convolutional patch embedding (:class:`ConvStemPatchEmbed`)."""
         return tiny_vit(pretrained, kwargs, embed_layer=ConvStemPatchEmbed)
 
-    nbseg_vit_tiny_patch8.__name__ = EMBEDDED_ARCH
 
 
 _register_embedded_arch()
@@ -319,11 +322,57 @@ def state_dict_sha256(state_dict: dict) -> str:
 _PREFIXES = ("module.", "backbone.", "model.", "encoder.")
 
 
-def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+# Weights are read with torch's safe loader: tensors, containers and plain values (plus argparse.Namespace, which
+# DINO's training checkpoints carry as their arguments). Full unpickling runs code from the file, so it needs the
+# user's explicit consent (nbseg.consent, `nbseg --allow-unsafe-pickle`).
+def _torch_file_kind(path: Path) -> str | None:
+    """``"zip"`` or ``"pickle"`` for the two layouts torch.save writes, None for anything else (text, HTML...)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80":
+        return "pickle"
+    return None
+
+
+def _load_torch_file(path: Path, allow_unsafe: bool) -> object:
+    import argparse
+    import pickle
+
+    if _torch_file_kind(path) is None:
+        with open(path, "rb") as f:
+            head = f.read(40)
+        looks = "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "binary data"
+        raise WeightsError(f"{path} is not a PyTorch weights file (it is {looks} starting with {head[:24]!r}); pass "
+                           "a .pth / .pt checkpoint or a .safetensors file (a download that failed may have saved "
+                           "an error page)")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if not allow_unsafe:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise WeightsError(
+                f"{path} holds Python objects beyond tensors, so the safe loader refused it ({reason}); unpickling "
+                "it would run code stored in the file. If you made the file yourself or fully trust its source, "
+                "rerun with `nbseg --allow-unsafe-pickle ...` (Python: allow_unsafe_pickle=True)") from None
+    except Exception as err:
+        raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err}); the file "
+                           "is truncated or corrupt: download it again") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+
+
+def read_weights_file(path: str | Path, *, allow_unsafe_pickle: bool | None = None) -> dict[str, torch.Tensor]:
     """Read a weights file and return the backbone's state dict (prefixes stripped, heads untouched).
 
     Accepts a bare state dict, DINO checkpoints (``teacher`` preferred over ``student``), ``state_dict`` /
-    ``model`` wrappers, nbseg exports and ``.safetensors``.
+    ``model`` wrappers, nbseg exports and ``.safetensors``. Files are loaded with torch's safe loader; one that
+    needs full unpickling is refused unless ``allow_unsafe_pickle`` (None: the process-wide
+    :func:`nbseg.consent.allow_unsafe_pickle` consent) says the user trusts it.
     """
     path = Path(path)
     if not path.is_file():
@@ -332,15 +381,13 @@ def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        obj = load_file(str(path))
-    else:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as first:  # DINO's training checkpoints pickle an argparse.Namespace
-            try:
-                obj = torch.load(path, map_location="cpu", weights_only=False)
-            except Exception:
-                raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({first})") from first
+            obj = load_file(str(path))
+        except Exception as err:
+            raise WeightsError(f"{path} is not a readable safetensors file ({type(err).__name__}: {err})") from None
+    else:
+        allowed = unsafe_pickle_allowed() if allow_unsafe_pickle is None else allow_unsafe_pickle
+        obj = _load_torch_file(path, allowed)
     if not isinstance(obj, dict):
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint")
     for key in ("teacher", "state_dict", "model", "student"):
@@ -411,10 +458,10 @@ def load(name: str, weights: str | Path | None = None, *, random_init: bool = Fa
     """
     if random_init and weights is not None:
         raise WeightsError("pass either weights=PATH or random_init=True, not both")
-    arch = EMBEDDED_ARCH if name in EMBEDDED else name
+    arch = EMBEDDED[name][0] if name in EMBEDDED else name
     training = None
     if name in EMBEDDED and weights is None and not random_init:
-        weights, training = EMBEDDED[name][0](), EMBEDDED[name][1]
+        weights, training = EMBEDDED[name][1](), EMBEDDED[name][2]
         if not weights.is_file():
             raise WeightsError(f"the embedded backbone file {weights} is missing from this installation: "
                                "reinstall nbseg from the repository, or train one with `nbseg pretrain` and pass "

@@ -81,6 +81,10 @@ def from_dict(cls: type[T], values: dict[str, Any], source: str = "config") -> T
     """Build dataclass ``cls`` from defaults updated with ``values``; unknown keys raise :class:`ConfigError`."""
     types = _field_types(cls)
     unknown = sorted(set(values) - set(types))
+    renamed = {k: v for k, v in getattr(cls, "RENAMED_KEYS", {}).items() if k in unknown}
+    if renamed:
+        detail = ", ".join(f"{old!r} is now called {new!r}" for old, new in renamed.items())
+        raise ConfigError(f"{source}: {detail}; write {', '.join(f'{new}=...' for new in renamed.values())}")
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {unknown}; valid keys: {sorted(types)}")
     return cls(**{k: _coerce(v, types[k], k) for k, v in values.items()})

@@ -15,3 +15,12 @@ class WeightsError(NbsegError, ValueError):
 
 class ConfigError(NbsegError, ValueError):
     """A configuration key, value or notebook parameter is wrong."""
+
+
+class OutputError(NbsegError, ValueError):
+    """An output location would destroy something: an input folder, or files written before (no --overwrite)."""
+
+
+class StorageError(NbsegError, OSError):
+    """The disk refused a write (full, over quota, read-only); the message names the file, the bytes and the way
+    to resume."""

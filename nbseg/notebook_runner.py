@@ -3,8 +3,10 @@
 ``nbseg notebooks run [NAMES...]`` executes notebooks from ``notebooks/`` (``00_quickstart.ipynb``, ...) the way
 CI does: each gets ``SMOKE`` from the profile, ``INTERACTIVE=False`` and its own ``OUT_DIR``
 (``<out>/<stem>/``, which also receives the executed copy ``<stem>.ipynb``), plus any ``-p KEY=VALUE``
-overrides. Every notebook writes ``metrics.json`` into its ``OUT_DIR``; after the batch the numbers are collected
-into one table, ``<out>/metrics.csv`` (columns notebook, key, value).
+overrides. Every notebook writes ``metrics.json`` into its ``OUT_DIR``; after the batch the numbers of every
+successful unit folder under ``<out>`` (this batch's and earlier ones') are collected into one table,
+``<out>/metrics.csv`` (columns notebook, key, value). A unit folder is replaced only when the new run succeeds; a
+failed run lands in ``<out>/<stem>.failed/`` (:mod:`nbseg.notebook_units`).
 
 Overrides are checked against the defaults of the notebook's ``parameters``-tagged cell *before* anything runs:
 papermill itself only warns about unknown parameters, and about a missing tag, and then the notebook's own
@@ -25,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import nbseg
+from nbseg import notebook_units as units
 from nbseg.errors import ConfigError, NbsegError
 from nbseg.io import atomic_write_text
+from nbseg.progress import ENV as PROGRESS_ENV
 
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"  # the cell papermill inserts after the parameters cell
@@ -440,6 +444,19 @@ def _collect_metrics(plan: _RunPlan, started: float) -> list[tuple[str, Any]]:
     return _flatten(metrics)
 
 
+def _unit_rows(out_root: Path) -> list[tuple[str, str, Any]]:
+    """(notebook, key, value) of every successful unit folder under ``out_root`` (what ``metrics.csv`` holds)."""
+    rows = []
+    for unit in units.successful_units(out_root):
+        try:
+            metrics = json.loads((unit / METRICS_FILE).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue                        # a notebook that records no metrics
+        if isinstance(metrics, dict):
+            rows += [(unit.name, key, value) for key, value in _flatten(metrics)]
+    return rows
+
+
 def _print_summary(statuses: list[tuple[str, str, float, int]], metrics, table: Path) -> None:
     import pandas as pd
 
@@ -461,9 +478,11 @@ def run_notebooks(paths: list[str | os.PathLike], profile: str = "smoke", overri
 
     Each notebook runs in its own folder with ``SMOKE`` from ``profile``, ``INTERACTIVE=False``,
     ``OUT_DIR=<out_dir>/<stem>`` and ``overrides``; ``timeout`` is the per-cell limit in seconds (None or 0: no
-    limit). The executed copy lands in ``<out_dir>/<stem>/<stem>.ipynb`` and the metrics table in
-    ``<out_dir>/metrics.csv`` (this batch's rows only). Bad parameters raise ConfigError before anything runs; a
-    failing notebook does not stop the others, and NotebookFailure lists the failures after all have run.
+    limit). The executed copy lands in ``<out_dir>/<stem>/<stem>.ipynb`` (``<out_dir>/<stem>.failed/`` for a
+    failed run, the previous successful unit staying in place) and the metrics table, rebuilt from every successful
+    unit folder present, in ``<out_dir>/metrics.csv``; the returned table holds this batch's rows. Bad parameters
+    raise ConfigError before anything runs; a failing notebook does not stop the others, and NotebookFailure lists
+    the failures after all have run.
     """
     import pandas as pd
     import papermill
@@ -480,10 +499,13 @@ def run_notebooks(paths: list[str | os.PathLike], profile: str = "smoke", overri
     failures: list[FailedNotebook] = []
     statuses: list[tuple[str, str, float, int]] = []
     table = out_root / METRICS_TABLE
+    # The kernels papermill starts inherit this: with no frontend to draw widget bars, progress is text.
+    progress_before = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = "text"
     try:
         for number, plan in enumerate(plans, start=1):
             print(f"[{number}/{len(plans)}] {plan.stem} ({profile}) ...", end=" ", flush=True)
-            plan.out_dir.mkdir(parents=True, exist_ok=True)
+            previous = units.begin(plan.out_dir)   # the previous unit waits aside until this run succeeds
             started = time.time()
             reason = None
             found: list[tuple[str, Any]] = []
@@ -497,18 +519,28 @@ def run_notebooks(paths: list[str | os.PathLike], profile: str = "smoke", overri
                 reason = _describe_cell_error(err, plan)
             except Exception as err:  # timeouts, a dead kernel, unreadable metrics: report it, run the rest
                 reason = f"{type(err).__name__}: {err}"
+            except BaseException:     # Ctrl-C: the previous unit comes back before the batch stops
+                units.fail(plan.out_dir, previous)
+                raise
             elapsed = time.time() - started
             if reason is None:
+                units.succeed(plan.out_dir, previous, {"notebook": plan.stem, "profile": profile,
+                                                       "parameters": plan.parameters, "seconds": round(elapsed, 1)})
                 rows += [(plan.stem, key, value) for key, value in found]
                 print(f"ok in {elapsed:.1f} s, {len(found)} metrics", flush=True)
             else:
-                failures.append(FailedNotebook(plan.stem, reason, plan.executed_copy))
+                failed = units.fail(plan.out_dir, previous)
+                failures.append(FailedNotebook(plan.stem, reason, failed / plan.path.name))
                 print(f"FAILED after {elapsed:.1f} s: {reason}", flush=True)
             statuses.append((plan.stem, "ok" if reason is None else "FAILED", elapsed, len(found)))
     finally:
-        # Also on Ctrl-C: the notebooks that finished keep their row in the table.
+        if progress_before is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = progress_before
+        # Also on Ctrl-C: every successful unit present keeps its rows in the table; a failed run adds none.
         metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
-        atomic_write_text(table, metrics.to_csv(index=False))
+        atomic_write_text(table, pd.DataFrame(_unit_rows(out_root), columns=METRIC_COLUMNS).to_csv(index=False))
     _print_summary(statuses, metrics, table)
     if failures:
         raise NotebookFailure(failures, len(plans), metrics)

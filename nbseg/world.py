@@ -433,27 +433,57 @@ def default_root() -> Path:
     return repo / "data" / "world"
 
 
-def is_complete(root: Path, spec: WorldSpec) -> bool:
-    marker = Path(root) / "world.json"
-    if not marker.exists():
-        return False
+def _read_marker(root: Path) -> dict | None:
     try:
-        return json.loads(marker.read_text()).get("spec") == asdict(spec)
-    except json.JSONDecodeError:
+        info = json.loads((Path(root) / "world.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def damaged(root: Path, spec: WorldSpec, checksums: bool = False) -> list[str] | None:
+    """The files of ``root`` that no longer match what ``world.json`` recorded (see :mod:`nbseg.world_files`), or
+    None when the root is not a complete world of ``spec`` at all (no marker, other arguments, no record)."""
+    from nbseg.world_files import damaged_files
+
+    info = _read_marker(root)
+    if not info or info.get("spec") != asdict(spec) or not isinstance(info.get("files"), dict):
+        return None
+    return damaged_files(root, info["files"], checksums)
+
+
+def is_complete(root: Path, spec: WorldSpec, checksums: bool = False) -> bool:
+    """Whether ``root`` is a world of ``spec`` whose every file has its recorded size (and sha256)."""
+    return damaged(root, spec, checksums) == []
+
+
+def _repair(root: Path, spec: WorldSpec, checksums: bool) -> bool:
+    """Re-render only the damaged images of a world of ``spec`` (each from its index alone); False when anything
+    else is wrong, which a full regeneration fixes."""
+    from nbseg.world_files import image_index
+
+    bad = damaged(root, spec, checksums)
+    if not bad or any(image_index(rel) is None for rel in bad):
         return False
+    for index in sorted({image_index(rel) for rel in bad}):
+        _write_one((str(root), spec.seed, index, spec.size, spec.colour_prior, spec.layout_prior))
+    return is_complete(root, spec, checksums)
 
 
 def write_world(root: str | Path | None = None, spec: WorldSpec = WorldSpec(), *, workers: int | None = None,
-                progress: bool = True) -> Path:
+                progress: bool = True, checksums: bool = False) -> Path:
     """Write the world root (idempotent: an existing complete root with the same spec is kept as is).
 
-    Files are written atomically and ``world.json`` last, so an interrupted run leaves no marker and the next call
-    regenerates; images already present are simply rewritten with identical bytes.
+    Files are written atomically and ``world.json`` last, with the size and sha256 of every file, so an interrupted
+    run leaves no marker and the next call regenerates. What is kept is verified first (sizes; sha256 too with
+    ``checksums``): damaged images are re-rendered, anything else damaged regenerates the root.
     """
-    from tqdm.auto import tqdm
+    from nbseg.progress import tqdm
+
+    from nbseg.world_files import all_files, file_record
 
     root = Path(root) if root is not None else default_root()
-    if is_complete(root, spec):
+    if is_complete(root, spec, checksums) or _repair(root, spec, checksums):
         return root
     marker = root / "world.json"
     if marker.exists():
@@ -488,13 +518,14 @@ def write_world(root: str | Path | None = None, spec: WorldSpec = WorldSpec(), *
     lines = [json.dumps({"id": image_id(i), "captions": captions[image_id(i)]})
              for split in ("train", "val") for i in splits[split]]
     atomic_write_text(root / "captions.jsonl", "\n".join(lines) + "\n")
-    atomic_write_text(marker, json.dumps({"spec": asdict(spec), "generator": "nbseg.world"}, indent=1))
+    atomic_write_text(marker, json.dumps({"spec": asdict(spec), "generator": "nbseg.world",
+                                          "files": file_record(root, all_files(root))}, indent=1))
     return root
 
 
 def ensure_world(root: str | Path | None = None, spec: WorldSpec = WorldSpec(), progress: bool = True) -> Path:
-    """Return a complete world root, generating it first when absent (every command that needs the world calls
-    this)."""
+    """Return a complete world root, generating it first when absent and re-rendering files whose size is not the
+    recorded one (every command that needs the world calls this)."""
     return write_world(root, spec, progress=progress)
 
 
@@ -532,7 +563,11 @@ def _cli(args) -> int:
     t0 = time.perf_counter()
     spec = WorldSpec(seed=args.seed, size=args.size, n_train=args.train, n_val=args.val,
                      colour_prior=args.colour_prior, layout_prior=args.layout_prior)
-    root = write_world(args.dir, spec, workers=args.workers)
-    print(f"world written to {root} in {time.perf_counter() - t0:.1f} s "
+    root = Path(args.dir) if args.dir is not None else default_root()
+    bad = damaged(root, spec, checksums=True)   # the explicit command checks every byte it keeps
+    root = write_world(root, spec, workers=args.workers, checksums=True)
+    done = (f"{len(bad)} damaged file(s) regenerated ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})"
+            if bad else "all files verified (sha256)" if bad == [] else "written")
+    print(f"world at {root}: {done} in {time.perf_counter() - t0:.1f} s "
           f"({args.train} train + {args.val} val images, {args.size}px, seed {args.seed})")
     return 0

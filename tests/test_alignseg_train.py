@@ -201,7 +201,7 @@ def test_segment_writes_labels_and_overlays_and_skips_corrupt_files(full_run, tm
     code = nbseg_main(["segment", "--checkpoint", str(run_dir), str(images), "--out", str(out), "--no-progress"])
     assert code == 1                                                     # c.png was skipped and reported
     text = capsys.readouterr().out
-    assert "segmented 2 image(s)" in text and "c.png" in text and "cannot read image" in text
+    assert "segmented 2 image(s)" in text and "c.png" in text and "c.png cannot be read" in text
     with Image.open(out / "a.png") as label:
         assert label.mode == "P" and label.size == (70, 50)
         assert np.asarray(label).max() < 4

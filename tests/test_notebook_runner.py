@@ -210,7 +210,7 @@ def test_batch_collects_metrics_and_reports_the_failing_cell(tmp_path):
     assert "1 of 2 notebooks failed" in message
     assert "01_bad: code cell 2 (cell index 2 of the source notebook; In [3] in the executed copy) raised " \
            "ValueError: boom" in message
-    assert f"inspect {out.resolve() / '01_bad' / '01_bad.ipynb'}" in message
+    assert f"inspect {out.resolve() / '01_bad.failed' / '01_bad.ipynb'}" in message
     assert [f.notebook for f in err.value.failures] == ["01_bad"]
 
     # the good notebook still ran, with the profile's and the runner's parameters

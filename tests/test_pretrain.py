@@ -91,7 +91,7 @@ def tiny_world(tmp_path_factory):
 
 
 def tiny_cfg(root, **kw):
-    base = dict(data="world", root=str(root), image_size=32, global_size=16, local_size=8, n_local=2,
+    base = dict(data="world", data_root=str(root), image_size=32, global_size=16, local_size=8, n_local=2,
                 batch_size=4, epochs=2, warmup_epochs=1, out_dim=32, head_hidden_dim=16, bottleneck_dim=8,
                 checkpoint_every=1, log_every=1, drop_path_rate=0.1)
     base.update(kw)
@@ -124,11 +124,11 @@ def test_resume_with_other_settings_is_refused(tiny_world, tmp_path):
 
 
 def test_export_loads_as_backbone(tiny_world, tmp_path):
-    from nbseg.backbones import EMBEDDED_ARCH, load
+    from nbseg.backbones import VIT_TINY, load
 
     pretrain(tiny_cfg(tiny_world, max_steps=2), tmp_path / "r", progress=False)
     out = export_teacher(tmp_path / "r", tmp_path / "teacher.pt", fp16=True)
-    bb = load(EMBEDDED_ARCH, weights=out)
+    bb = load(VIT_TINY, weights=out)
     ckpt = torch.load(tmp_path / "r/checkpoint.pt", weights_only=False)
     w = ckpt["teacher"]["backbone.blocks.0.attn.qkv.weight"]
     torch.testing.assert_close(bb.model.blocks[0].attn.qkv.weight, w.half().float())
@@ -138,7 +138,7 @@ def test_export_loads_as_backbone(tiny_world, tmp_path):
 def test_cli_pretrain_and_export(tiny_world, tmp_path):
     from nbseg.cli import main
 
-    args = ["data=world", f"root={tiny_world}", "image_size=32", "global_size=16", "local_size=8", "n_local=2",
+    args = ["data=world", f"data_root={tiny_world}", "image_size=32", "global_size=16", "local_size=8", "n_local=2",
             "batch_size=4", "epochs=1", "out_dim=32", "head_hidden_dim=16", "bottleneck_dim=8"]
     assert main(["pretrain", str(tmp_path / "run"), *args, "--no-progress"]) == 0
     assert main(["pretrain", "export", str(tmp_path / "run"), str(tmp_path / "w.pt")]) == 0
@@ -148,7 +148,7 @@ def test_cli_pretrain_and_export(tiny_world, tmp_path):
 
 def test_two_process_ddp_equals_single_process(tiny_world, tmp_path):
     """torchrun with 2 CPU processes (gloo) and half a batch each gives the single-process result."""
-    common = [f"root={tiny_world}", "data=world", "image_size=32", "global_size=16", "local_size=8", "n_local=2",
+    common = [f"data_root={tiny_world}", "data=world", "image_size=32", "global_size=16", "local_size=8", "n_local=2",
               "batch_size=4", "epochs=1", "out_dim=32", "head_hidden_dim=16", "bottleneck_dim=8",
               "drop_path_rate=0", "device=cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

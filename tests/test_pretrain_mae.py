@@ -136,7 +136,7 @@ def test_mae_alone_under_torchrun_trains_the_encoder_and_leaves_the_dino_head(ti
     import subprocess
     import sys
 
-    common = [f"root={tiny_world}", "data=world", "image_size=32", "global_size=16", "local_size=8", "n_local=0",
+    common = [f"data_root={tiny_world}", "data=world", "image_size=32", "global_size=16", "local_size=8", "n_local=0",
               "batch_size=4", "epochs=1", "out_dim=32", "head_hidden_dim=16", "bottleneck_dim=8", "device=cpu",
               "augment_on=device", "dino_loss_weight=0", "mae_loss_weight=1", "mae_decoder_dim=16",
               "mae_decoder_heads=2"]

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from nbseg.backbones import EMBEDDED_ARCH, load
+from nbseg.backbones import load
 from nbseg.config import load_config
 from nbseg.io import atomic_write_text
 from nbseg.pretrain.tags_cli import curve_probe
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             weights = export_teacher(run, Path(tmp) / "teacher.pt")
-            quality = measure(load(EMBEDDED_ARCH, weights=weights).model)
+            quality = measure(load(cfg.arch, weights=weights).model)
         rows.append({"step": step, "seconds": round(float(summary["seconds"]), 1),
                      **{k: round(v, 4) for k, v in quality.items()}})
         done.add(step)

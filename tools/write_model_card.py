@@ -40,14 +40,17 @@ def _fmt(v) -> str:
 
 def curve_table(name: str, path: Path, log: Path | None = None) -> list[str]:
     rows = list(csv.DictReader(open(path)))
-    seconds = {}
+    logged = []   # (step, training seconds) from the run's log: the curve point takes the last row at or before it
     if log is not None and log.exists():
-        seconds = {r["step"]: r["seconds"] for r in csv.DictReader(open(log))}
+        logged = [(int(r["step"]), float(r["seconds"])) for r in csv.DictReader(open(log))]
     lines = [f"**{name}** (`{path}`)", "", "| step | CPU minutes | " + " | ".join(c for _, c in CURVE_COLUMNS) + " |",
              "|---:|---:|" + "---:|" * len(CURVE_COLUMNS)]
     for r in rows:
-        secs = r.get("seconds") if "seconds" in r and log is None else seconds.get(r["step"], "")
-        minutes = f"{float(secs) / 60:.0f}" if secs not in ("", None) else ""
+        if logged:
+            before = [sec for st, sec in logged if st <= int(r["step"])]
+            minutes = f"{before[-1] / 60:.0f}" if before else ""
+        else:   # tools/pretrain_curve.py writes the run's training seconds into the curve itself
+            minutes = f"{float(r['seconds']) / 60:.0f}" if r.get("seconds") else ""
         lines.append(f"| {r['step']} | {minutes} | " + " | ".join(_fmt(float(r[k])) if r.get(k) else "" for k, _ in
                                                                CURVE_COLUMNS) + " |")
     return lines + [""]
@@ -81,7 +84,7 @@ def main(argv=None) -> int:
         "show on real images (attention on objects, patch tokens that group by class). Their numbers describe the "
         "synthetic world only.",
         "",
-        f"- `embedded` (default): **{EMBEDDED['embedded'][1]}**. `nbseg/assets/{EMBEDDED_WEIGHTS.name}` (fp16), "
+        f"- `embedded` (default): **{EMBEDDED['embedded'][2]}**. `nbseg/assets/{EMBEDDED_WEIGHTS.name}` (fp16), "
         f"sha256 `{sha256_file(EMBEDDED_WEIGHTS)}`; architecture `{cfg['arch']}` (timm VisionTransformer, 192-d, "
         "6 blocks, 6 heads, patch 8, with a convolutional patch embedding: `nbseg.backbones.ConvStemPatchEmbed`).",
         f"  - command: `{args.command} epochs={cfg['epochs']} warmup_epochs={cfg['warmup_epochs']}`; objective and "
@@ -93,7 +96,7 @@ def main(argv=None) -> int:
         f"  - steps: {log[-1]['step']} at batch {cfg['batch_size']} ({cfg['epochs']} epochs), final loss "
         f"{float(log[-1]['loss']):.3f}; {float(log[-1]['seconds']) / 60:.0f} min on {env['cpu_count']} CPU cores "
         f"({env['platform']}, torch {env['torch']}), sharing them with other work",
-        f"- `embedded-ssl`: **{EMBEDDED['embedded-ssl'][1]}**. `nbseg/assets/{EMBEDDED_SSL_WEIGHTS.name}`, sha256 "
+        f"- `embedded-ssl`: **{EMBEDDED['embedded-ssl'][2]}**. `nbseg/assets/{EMBEDDED_SSL_WEIGHTS.name}`, sha256 "
         f"`{sha256_file(EMBEDDED_SSL_WEIGHTS)}`; the best self-supervised backbone measured on world v2 (history "
         "below). Load it with `nbseg.backbones.load('embedded-ssl')` to set what self-supervision alone learns "
         "beside the default.",

@@ -18,9 +18,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from nbseg.data.images import read_label_array, read_rgb
 from nbseg.errors import DataError
 
 IGNORE_INDEX = 255
@@ -46,48 +46,14 @@ class SegSample:
 # ----------------------------------------------------------------------------------------------------------
 
 def read_image(path: Path) -> torch.Tensor:
-    """Read an image file as RGB float32 (3, H, W) in [0, 1]; grey, palette and RGBA files are converted."""
-    with _opened(path, "image") as im:
-        rgb = np.array(im.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
+    """Read an image file as RGB float32 (3, H, W) in [0, 1] through nbseg's one reader
+    (:func:`nbseg.data.images.read_rgb`: 8/16-bit, grey, palette, alpha, EXIF orientation, or a DataError)."""
+    return read_rgb(path)
 
 
 def read_label(path: Path) -> torch.Tensor:
-    """Read a label map as raw integer values (H, W) int64.
-
-    Palette ("P") PNGs are read as their indices, not their colours, which is how VOC, the world and most
-    segmentation datasets store class ids; grey ("L") and 16/32-bit integer images are read as they are.
-    """
-    with _opened(path, "label map") as im:
-        if im.mode not in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
-            raise DataError(
-                f"label map {path} has PIL mode {im.mode!r} (colours), but nbseg needs one class index per pixel. "
-                f"Fix: save the label as a palette ('P') or greyscale ('L') PNG whose pixel values are class ids.")
-        values = np.array(im)
-    return torch.from_numpy(values.astype(np.int64))
-
-
-class _opened:
-    """``with _opened(path, what) as im``: open and fully decode a PIL image, turning every failure into a
-    DataError naming the file (PIL decodes lazily, so a truncated file only fails on ``load``)."""
-
-    def __init__(self, path: Path, what: str):
-        self.path, self.what = Path(path), what
-
-    def __enter__(self) -> Image.Image:
-        if not self.path.is_file():
-            raise DataError(f"{self.what} {self.path} is listed but missing. Fix: restore the file, or remove its "
-                            f"id from the split list.")
-        try:
-            self.im = Image.open(self.path)
-            self.im.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            raise DataError(f"{self.what} {self.path} cannot be read ({type(err).__name__}: {err}). Fix: the file "
-                            f"is corrupt or not an image; re-extract or re-download it.") from err
-        return self.im
-
-    def __exit__(self, *exc) -> None:
-        self.im.close()
+    """Read a label map as raw integer values (H, W) int64 (:func:`nbseg.data.images.read_label_array`)."""
+    return torch.from_numpy(read_label_array(path))
 
 
 def read_id_list(path: Path, fix: str = "") -> list[str]:

@@ -16,6 +16,8 @@ from nbseg.data import available_splits, dataset_names, load_dataset
 from nbseg.data.base import SegDataset
 from nbseg.errors import DataError
 
+EXPECTED_SPLITS = ("train", "val")  # what `data check` says is absent when a root lacks it
+
 
 def _single(samples: list):
     """DataLoader collate_fn for batches of one: the sample itself (module level, so workers can pickle it)."""
@@ -31,7 +33,7 @@ def check_dataset(ds: SegDataset, limit: int | None = None, *, workers: int = 0,
     unlabelled dataset the table has no rows. ``df.attrs`` holds ``images`` (samples read), ``labelled``
     (samples with a label) and ``dataset`` (``ds.describe()``).
     """
-    from tqdm.auto import tqdm
+    from nbseg.progress import tqdm
 
     n = len(ds) if limit is None else min(limit, len(ds))
     pixels = torch.zeros(ds.num_classes + 1, dtype=torch.long)      # last slot: ignore
@@ -134,5 +136,26 @@ def _cli_check(args) -> int:
             if len(table):
                 print(table.to_string(index=False, formatters={"share": "{:.2%}".format}))
             print()
-    print(f"ok: {args.name} ({', '.join(splits)})")
+    # Why say so: a root without its val list passed as "ok", and training then found nothing to evaluate on.
+    absent = [] if args.split or args.name == "folder" else [s for s in EXPECTED_SPLITS if s not in splits]
+    for split in absent:
+        print(f"note: {args.name} has no {split!r} split under {args.root or 'the default root'}"
+              f"{_split_file_hint(args.name, args.root, split)}; commands that evaluate on {split} will fail. Fix: "
+              f"restore its id list, or pass another split to --split / eval_split")
+    print(f"ok: {args.name} ({', '.join(splits)})" + (f"; absent: {', '.join(absent)}" if absent else ""))
     return 0
+
+
+def _split_file_hint(name: str, root, split: str) -> str:
+    """`` (expected PATH)`` where the dataset names the file of a split, else nothing."""
+    from pathlib import Path
+
+    from nbseg.data import DATASETS
+
+    cls = DATASETS[name][0]
+    if root is None or not hasattr(cls, "split_file"):
+        return ""
+    try:
+        return f" (expected {cls.split_file(Path(root), split)})"
+    except Exception:   # a layout the class resolves differently: the note stands without the path
+        return ""

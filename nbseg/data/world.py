@@ -56,8 +56,8 @@ def resolve_world_root(root: str | Path | None) -> Path:
     root = Path(root) if root is not None else default
     if root.resolve() == default.resolve() and not (root / "world.json").is_file():
         world_gen.ensure_world(root)
-    return require_dir(root, "embedded world root", f"generate it with `nbseg world {root}`, or pass root=None "
-                                                    f"for the default world")
+    return require_dir(root, "embedded world root", f"generate it with `nbseg world {root}`, or leave the root "
+                                                    f"unset (data_root=null) for the default world")
 
 
 def read_class_table(root: Path) -> dict:

@@ -94,18 +94,9 @@ def _paired_stems(gt_files: dict[str, Path], pred_files: dict[str, Path], gt_dir
 
 
 def _read_label_png(path: Path) -> np.ndarray:
-    from PIL import Image
+    from nbseg.data.images import read_label_array
 
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("P", "L", "I", "I;16", "I;16B", "I;16L", "1"):
-                raise DataError(f"{path} is a {image.mode} image; label maps must be single-channel PNGs "
-                                f"(palette, L or 16-bit) holding ids")
-            return np.asarray(image).astype(np.int64)
-    except DataError:
-        raise
-    except Exception as err:  # PIL raises many types for broken files
-        raise DataError(f"cannot read label map {path}: {err}") from err
+    return read_label_array(path)
 
 
 def _load_class_names(spec: str) -> list[str]:

@@ -44,12 +44,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from nbseg.backbones import Features
 from nbseg.data.base import resize_pair
 from nbseg.errors import DataError
 from nbseg.io import atomic_write_json, sha256_file
+from nbseg.progress import tqdm
 
 FORMAT = 1
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "artifacts" / "feature_cache"   # the checkout's artifacts/

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from nbseg.data import collate_samples
+from nbseg.progress import tqdm
 
 
 @dataclass

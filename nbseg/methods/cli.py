@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 from nbseg.config import parse_overrides
 from nbseg.errors import ConfigError
-from nbseg.io import atomic_write_json
+from nbseg.io import atomic_write_json, check_outputs
 from nbseg.methods.base import get_method, method_names
-from nbseg.methods.segment import collect_inputs, segment_images
+from nbseg.methods.segment import check_segment_outputs, segment_images
 from nbseg.methods.workflow import load_method_config, load_trained, run_ablations, run_method
 from nbseg.notebook_runner import parse_override
+from nbseg.train.run_folder import run_progress
 
 TRAIN_EPILOG = """\
 examples:
@@ -89,6 +91,7 @@ def register_cli(subparsers) -> None:
     e.add_argument("--limit", type=int, default=None, metavar="N", help="score the first N images only")
     e.add_argument("--no-kmeans", action="store_true", help="skip the k-means baselines (AlignSeg)")
     e.add_argument("--json", default=None, metavar="FILE", help="also write the flat metrics as JSON (atomic)")
+    e.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists (default: refuse)")
     e.add_argument("--figures", default=None, metavar="DIR", help="also draw the method's figures into DIR")
     _model_options(e)
 
@@ -96,10 +99,13 @@ def register_cli(subparsers) -> None:
                  "segment your own images with a trained model: label PNGs and overlays",
                  "Write NAME.png (cluster ids as a palette PNG at the image's size) and NAME_overlay.png for every "
                  "image (files, or the images in folders). Writes are atomic; an unreadable image is skipped and "
-                 "reported (exit status 1), the others are still written.")
+                 "reported (exit status 1), the others are still written. --out may not be a folder holding the "
+                 "inputs, and existing outputs are kept unless --overwrite is given.")
     s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images")
     s.add_argument("--checkpoint", required=True, help="run folder or checkpoint.pt of a trained model")
-    s.add_argument("--out", required=True, help="output folder (created)")
+    s.add_argument("--out", required=True, help="output folder (created; not a folder holding the inputs)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace label PNGs and overlays that exist already in --out (default: refuse)")
     s.add_argument("--size", type=int, default=None, metavar="PX",
                    help="resize the short side to PX before inference (default: the method's inference size, "
                         "AlignSeg's eval_size; 0 keeps each image's size)")
@@ -150,16 +156,24 @@ def _cli_train(args) -> int:
 
 
 def _cli_evaluate(args) -> int:
+    if args.json:
+        source = Path(args.checkpoint)
+        check_outputs([args.json], inputs=[source / "checkpoint.pt" if source.is_dir() else source],
+                      overwrite=args.overwrite, what="metrics file")
     spec, model, cfg, state = load_trained(args.checkpoint, weights=args.weights, device=args.device)
+    step, total = run_progress(state)
+    if total and step < total:
+        print(f"note: {args.checkpoint} is an unfinished run (step {step} of {total}): these are the scores of a "
+              "partly trained model; run the same `nbseg train` command again to finish it")
     if args.data_root is not None:
         model.cfg = dataclasses.replace(cfg, data_root=args.data_root)
     result = spec.evaluate(model, split=args.split, limit=args.limit, kmeans=not args.no_kmeans,
                            progress=not args.no_progress)
-    print(f"{spec.title}, step {state['step']}, from {args.checkpoint}")
+    print(f"{spec.title}, step {step}, from {args.checkpoint}")
     print(result.report())
     if args.json:
         atomic_write_json(args.json, {**result.metrics(), "checkpoint": str(args.checkpoint),
-                                      "step": int(state["step"])})
+                                      "step": step, "total_steps": total, "finished": bool(total and step >= total)})
         print(f"wrote {args.json}")
     if args.figures:
         if spec.figures is None:
@@ -170,11 +184,11 @@ def _cli_evaluate(args) -> int:
 
 
 def _cli_segment(args) -> int:
-    collect_inputs(args.inputs)                   # bad paths are reported before the model is loaded
+    check_segment_outputs(args.inputs, args.out, args.overwrite)  # before the model is loaded
     spec, model, cfg, _ = load_trained(args.checkpoint, weights=args.weights, device=args.device)
     size = spec.inference_size(cfg) if args.size is None else (args.size or None)
     report = segment_images(model, args.inputs, args.out, size=size, alpha=args.alpha,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, overwrite=args.overwrite)
     print(f"{report.summary()}\nlabel PNGs and overlays in {args.out} (model: {spec.title}, "
           f"{model.backbone.describe()}, K={cfg.n_prototypes})")
     return 1 if report.failed else 0

@@ -10,7 +10,9 @@ then rename, so an interrupted run never leaves a truncated PNG and never destro
 
 Unreadable images (corrupt, truncated, not an image): **skip and report**. The other images are still segmented, the
 files already written stay, and the report (and the command's exit status 1) lists every skipped file with the
-reason. Two inputs that would write the same output name are refused before anything is written.
+reason. Before anything is written, :func:`nbseg.io.check_outputs` refuses an output folder that holds the inputs
+(label maps would replace or mix with the user's images) and outputs that exist already unless ``overwrite``; two
+inputs that would write the same output name are refused too.
 """
 from __future__ import annotations
 
@@ -20,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from nbseg.backbones import resize_to_patch_multiple
 from nbseg.cluster import upsample_labels
+from nbseg.data.images import read_rgb as read_image_rgb
 from nbseg.errors import ConfigError, DataError
-from nbseg.io import atomic_write_bytes, png_bytes
+from nbseg.io import atomic_write_bytes, check_outputs, png_bytes
+from nbseg.progress import tqdm
 from nbseg.viz import overlay
 from nbseg.world import voc_palette
 
@@ -74,14 +77,9 @@ def collect_inputs(inputs) -> list[Path]:
 
 
 def read_rgb(path: Path) -> torch.Tensor:
-    """(3, H, W) float in [0, 1]; a :class:`DataError` naming the file for anything PIL cannot decode."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            array = np.asarray(image.convert("RGB"))
-    except Exception as err:      # PIL raises several types (UnidentifiedImageError, OSError for truncation, ...)
-        raise DataError(f"cannot read image {path}: {type(err).__name__}: {err}") from err
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+    """(3, H, W) float in [0, 1] through nbseg's one image reader (16-bit, grey, palette, alpha, EXIF orientation);
+    a :class:`DataError` naming the file for anything it cannot read."""
+    return read_image_rgb(path)
 
 
 def resize_short_side(image: torch.Tensor, size: int | None, patch_size: int) -> torch.Tensor:
@@ -107,8 +105,23 @@ def overlay_png(image: torch.Tensor, labels: np.ndarray, alpha: float = 0.5) -> 
     return png_bytes(Image.fromarray((np.clip(blended, 0, 1) * 255).round().astype(np.uint8)))
 
 
+def output_paths(files: list[Path], out_dir: str | Path) -> list[Path]:
+    """The label PNG and the overlay each input writes into ``out_dir``."""
+    out_dir = Path(out_dir)
+    return [p for f in files for p in (out_dir / f"{f.stem}.png", out_dir / f"{f.stem}{OVERLAY_SUFFIX}.png")]
+
+
+def check_segment_outputs(inputs, out_dir: str | Path, overwrite: bool = False) -> list[Path]:
+    """The input files, after refusing (before anything is read or written) an ``out_dir`` that holds inputs and
+    outputs that exist already (unless ``overwrite``)."""
+    files = collect_inputs(inputs)
+    folders = [Path(i) for i in inputs if Path(i).is_dir()] + [f.parent for f in files]
+    check_outputs(output_paths(files, out_dir), inputs=folders, overwrite=overwrite)
+    return files
+
+
 def segment_images(method, inputs, out_dir: str | Path, *, size: int | None = None, alpha: float = 0.5,
-                   progress: bool = True) -> SegmentReport:
+                   progress: bool = True, overwrite: bool = False) -> SegmentReport:
     """Segment image files with a trained model and write ``NAME.png`` (ids) and ``NAME_overlay.png`` into
     ``out_dir`` (see the module docstring; unreadable files are skipped and reported).
 
@@ -117,8 +130,9 @@ def segment_images(method, inputs, out_dir: str | Path, *, size: int | None = No
         inputs: image files and / or folders.
         size: resize so the short side is ``size`` pixels before inference (labels are brought back to the
             image's size, nearest); None keeps the image's size (rounded down to the patch size).
+        overwrite: replace outputs that exist already (else they are an :class:`~nbseg.errors.OutputError`).
     """
-    files = collect_inputs(inputs)
+    files = check_segment_outputs(inputs, out_dir, overwrite)
     if size is not None and size < method.backbone.patch_size:
         raise ConfigError(f"size {size} is smaller than one patch ({method.backbone.patch_size} px)")
     out_dir = Path(out_dir)
@@ -140,4 +154,4 @@ def segment_images(method, inputs, out_dir: str | Path, *, size: int | None = No
     return report
 
 
-__all__ = ["segment_images", "SegmentReport", "collect_inputs", "read_rgb", "label_png", "IMAGE_SUFFIXES"]
+__all__ = ["segment_images", "SegmentReport", "collect_inputs", "check_segment_outputs", "output_paths", "read_rgb", "label_png", "IMAGE_SUFFIXES"]

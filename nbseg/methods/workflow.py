@@ -20,11 +20,12 @@ from typing import Any
 import pandas as pd
 import torch
 
-from nbseg.config import load_config
+from nbseg.config import load_config, to_dict
 from nbseg.errors import ConfigError, NbsegError
 from nbseg.io import atomic_write_json, atomic_write_text
 from nbseg.methods.base import MethodSpec, frozen_backbone, get_method, method_for_kind, method_names
 from nbseg.train import CheckpointError, build_from_checkpoint, fit, load_checkpoint
+from nbseg.train.run_folder import check_before_work
 
 METRICS_JSON = "metrics.json"
 EVALUATION_CSV = "evaluation.csv"
@@ -49,7 +50,9 @@ def train_method(spec: MethodSpec, cfg, run_dir: str | Path, *, progress: bool =
     """Train ``spec``'s model with ``cfg`` in ``run_dir``; an existing run folder is resumed exactly (a finished one
     is only loaded). ``backbone``: an already loaded frozen backbone to reuse; ``epoch_scores(model) -> dict``:
     scored at every epoch end (``run_dir/metrics.csv``); ``setup(model)``: called on the model before training
-    (e.g. to attach a speed-only cache). Returns (model in eval mode, summary of :func:`nbseg.train.fit`)."""
+    (e.g. to attach a speed-only cache). Returns (model in eval mode, summary of :func:`nbseg.train.fit`).
+    A run folder of another kind, or a changed config key, is refused before any data is read."""
+    check_before_work(run_dir, spec.kind, to_dict(cfg))
     model = spec.model_class(cfg, backbone=backbone, device=device)
     if setup is not None:
         setup(model)
@@ -116,6 +119,7 @@ def run_method(spec: MethodSpec, cfg, run_dir: str | Path, *, progress: bool = T
     if epoch_eval:
         if spec.epoch_evaluator is None:
             raise ConfigError(f"{spec.title} has no per-epoch evaluation (--epoch-eval)")
+        check_before_work(run_dir, spec.kind, to_dict(cfg))      # before the features are extracted
         backbone = frozen_backbone(cfg)
         epoch_scores = spec.epoch_evaluator(cfg, backbone, limit=eval_limit, progress=progress)
     model, summary = train_method(spec, cfg, run_dir, progress=progress, backbone=backbone,

@@ -193,7 +193,7 @@ class CaptionTagConfig(TrainConfig):
 
     data_root: str | None = None         # a world-layout root with captions.jsonl (None: the default world)
     split: str = "train"
-    arch: str = "nbseg_vit_tiny_patch8"
+    arch: str = "nbseg_vit_tiny_convstem_patch8"   # the conv-stem ViT learns texture fast enough for a CPU
     drop_path_rate: float = 0.1
     image_size: int = 96
     crop_scale: tuple[float, float] = (0.6, 1.0)   # random resized crop; small crops would drop tagged objects
@@ -253,16 +253,20 @@ def pretrain_tags(cfg: CaptionTagConfig, run_dir: str | Path, *, progress: bool 
     return fit(net, data, cfg, run_dir, collate_fn=_collate, progress=progress, evaluate=evaluate)
 
 
-def export_backbone(run_dir: str | Path, out_file: str | Path, fp16: bool = False) -> Path:
+def export_backbone(run_dir: str | Path, out_file: str | Path, fp16: bool = False, *, overwrite: bool = False
+                    ) -> Path:
     """Write the trained ViT (heads dropped) as a weights file for ``nbseg.backbones.load(ARCH, weights=...)``.
 
-    Holds ``{"arch", "state_dict", "meta"}``; ``meta["source"]`` says it is weakly supervised by captions."""
+    Holds ``{"arch", "state_dict", "meta"}``; ``meta["source"]`` says it is weakly supervised by captions. An
+    existing ``out_file`` is kept unless ``overwrite``."""
+    from nbseg.io import check_outputs
     from nbseg.train.checkpoint import load_checkpoint
 
     run_dir = Path(run_dir)
     path = run_dir / CHECKPOINT
     if not path.is_file():
         raise NbsegError(f"{run_dir} has no {CHECKPOINT}: is it a `nbseg pretrain-tags` run folder?")
+    check_outputs([out_file], inputs=[path], overwrite=overwrite, what="weights file")
     state = load_checkpoint(path, expected_kind=CaptionTagNet.__name__)
     config = state.get("config", {})
     weights = {k[len("backbone."):]: v for k, v in state["trainable"].items() if k.startswith("backbone.")}

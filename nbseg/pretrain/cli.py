@@ -20,6 +20,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("rest", nargs="*", help="key=value overrides; after 'export': RUN_DIR OUT_FILE")
     p.add_argument("--config", default=None, help="experiment YAML (keys of the config; overrides win)")
     p.add_argument("--fp16", action="store_true", help="export: store weights in float16 (half the size)")
+    p.add_argument("--overwrite", action="store_true", help="export: replace OUT_FILE if it exists (default: refuse)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cli)
 
@@ -32,7 +33,7 @@ def _cli(args) -> int:
     if args.run_dir == "export":
         if len(args.rest) != 2:
             raise ConfigError("usage: nbseg pretrain export RUN_DIR OUT_FILE [--fp16]")
-        out = export_teacher(args.rest[0], args.rest[1], fp16=args.fp16)
+        out = export_teacher(args.rest[0], args.rest[1], fp16=args.fp16, overwrite=args.overwrite)
         print(f"wrote {out}")
         return 0
     cfg = load_config(PretrainConfig, args.config, args.rest)

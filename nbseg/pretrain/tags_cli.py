@@ -26,6 +26,7 @@ def register_cli(subparsers) -> None:
                    help="measure the backbone's quality (saliency, k-means, linear probe) on N_VAL val images of "
                         "the default world at every epoch end into RUN_DIR/metrics.csv: a learning curve")
     p.add_argument("--fp16", action="store_true", help="export: store weights in float16 (half the size)")
+    p.add_argument("--overwrite", action="store_true", help="export: replace OUT_FILE if it exists (default: refuse)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cli)
 
@@ -52,7 +53,7 @@ def _cli(args) -> int:
     if args.run_dir == "export":
         if len(args.rest) != 2:
             raise ConfigError("usage: nbseg pretrain-tags export RUN_DIR OUT_FILE [--fp16]")
-        print(f"wrote {export_backbone(args.rest[0], args.rest[1], fp16=args.fp16)}")
+        print(f"wrote {export_backbone(args.rest[0], args.rest[1], fp16=args.fp16, overwrite=args.overwrite)}")
         return 0
     cfg = load_config(CaptionTagConfig, args.config, args.rest)
     quality = curve_probe(args.curve) if args.curve else None

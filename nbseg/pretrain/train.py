@@ -33,14 +33,13 @@ from torch import nn
 
 from nbseg.config import to_dict
 from nbseg.errors import ConfigError, NbsegError
-from nbseg.io import atomic_torch_save, atomic_write_bytes
+from nbseg.io import atomic_torch_save, atomic_write_bytes, checkpoint_resume_hint
 from nbseg.pretrain.batched_augment import BatchedMultiCrop, corresponding_positions
 from nbseg.pretrain.dino import (DINOHead, MultiCropAugmentation, MultiCropConfig, StudentTeacherNet,
                                  clip_gradients_, cross_view_patch_loss, dense_info_nce_loss, dino_loss,
                                  ema_update_, masked_patch_loss,
                                  random_patch_masks, teacher_probs, teacher_temperature_schedule, updated_center)
 from nbseg.pretrain.mae import mae_view
-from nbseg.train.checkpoint import check_resume_config
 from nbseg.train.data import epoch_batches, epoch_loader, item_seed, rank_batches, seed_of, step_seed
 from nbseg.train.distributed import init_distributed
 from nbseg.train.logs import curves_figure, read_log, start_run_folder, write_log
@@ -58,9 +57,11 @@ LOG_FIELDS = ["step", "epoch", "loss", "patch_loss", "cross_view_loss", "contras
 class PretrainConfig:
     """Every knob of a DINO run. Defaults follow the DINO paper / released ViT-S recipe unless marked (world)."""
 
+    RENAMED_KEYS = {"root": "data_root"}  # old name -> name now (one name for the dataset root across commands)
+
     # data
     data: str = "world"                  # a dataset name nbseg knows (world, voc, cocostuff27, ...) or "folder"
-    root: str | None = None              # dataset root (None: the default world root)
+    data_root: str | None = None         # dataset root (None: the default world root); `nbseg train` names it so too
     split: str = "train"
     image_size: int = 96                 # images are resized (short side) to this before cropping
     # model
@@ -184,11 +185,11 @@ def open_images(cfg: PretrainConfig):
     """The image collection a run trains on: a dataset nbseg knows, or a folder of images."""
     from nbseg.data import load_dataset
 
-    if cfg.data == "world" and cfg.root is None:
+    if cfg.data == "world" and cfg.data_root is None:
         from nbseg.world import ensure_world
 
         ensure_world()
-    return load_dataset(cfg.data, root=cfg.root, split=cfg.split)
+    return load_dataset(cfg.data, root=cfg.data_root, split=cfg.split)
 
 
 class DINOViewDataset(torch.utils.data.Dataset):
@@ -316,7 +317,7 @@ def loss_curve_figure(rows: list[dict], title: str):
 
 def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True, resume: bool = True) -> dict:
     """Train (or resume) a DINO run in ``run_dir``. Returns a summary dict (steps, final loss, seconds)."""
-    from tqdm.auto import tqdm
+    from nbseg.progress import tqdm
 
     cfg.validate()
     run_dir = Path(run_dir)
@@ -328,9 +329,10 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
     ckpt_path = run_dir / CHECKPOINT
     state = None
     if ckpt_path.exists() and resume:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        from nbseg.train.run_folder import PRETRAIN, check_before_work
+
         # A knob added since the run was written ran at its default (new knobs default to the old behaviour).
-        check_resume_config({**to_dict(PretrainConfig()), **state.get("config", {})}, to_dict(cfg), ckpt_path)
+        state = check_before_work(run_dir, PRETRAIN, to_dict(cfg), saved_config_defaults(), stored_config)
     elif ckpt_path.exists() and not resume:
         raise NbsegError(f"{run_dir} already holds a run; pass resume or choose another folder")
 
@@ -356,6 +358,10 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
         center = state["center"].to(device)
         center_patch = state.get("center_patch", center_patch.cpu()).to(device)
         start_step = int(state["step"])
+        if is_main:
+            from nbseg.train.run_folder import resumed_line
+
+            print(resumed_line(ckpt_path, start_step, total_steps), flush=True)
     student_ddp = student
     if world > 1:
         # MAE alone leaves the DINO head without gradients, which DDP must be told about
@@ -389,7 +395,8 @@ def pretrain(cfg: PretrainConfig, run_dir: str | Path, *, progress: bool = True,
         atomic_torch_save({"student": student.state_dict(), "teacher": teacher.state_dict(),
                            "optimizer": optimizer.state_dict(), "center": center.cpu(),
                            "center_patch": center_patch.cpu(), "step": step,
-                           "seconds": seconds, "config": to_dict(cfg), "arch": cfg.arch}, ckpt_path)
+                           "seconds": seconds, "config": to_dict(cfg), "arch": cfg.arch}, ckpt_path,
+                          resume=checkpoint_resume_hint(ckpt_path))
         write_log(log_path, rows, LOG_FIELDS)
 
     stop_step = min(total_steps, cfg.max_steps) if cfg.max_steps is not None else total_steps
@@ -556,16 +563,37 @@ _MEAN = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
 _STD = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
 
 
-def export_teacher(run_dir: str | Path, out_file: str | Path, fp16: bool = False) -> Path:
+def saved_config_defaults() -> dict:
+    """What a stored config means by a key it lacks (the default then), with keys renamed since mapped: ``root`` is
+    ``data_root``, the name ``nbseg train`` uses too."""
+    return to_dict(PretrainConfig())
+
+
+def stored_config(config: dict) -> dict:
+    """A run's stored config in today's names (runs written before the rename store ``root``)."""
+    config = dict(config)
+    if "root" in config and "data_root" not in config:
+        config["data_root"] = config.pop("root")
+    return config
+
+
+def export_teacher(run_dir: str | Path, out_file: str | Path, fp16: bool = False, *, overwrite: bool = False) -> Path:
     """Write the teacher's backbone as a weights file that ``nbseg.backbones.load(ARCH, weights=OUT_FILE)`` takes.
 
-    The file holds ``{"arch", "state_dict", "meta"}``; meta records the run's config, step and provenance.
+    The file holds ``{"arch", "state_dict", "meta"}``; meta records the run's config, step and provenance. An
+    existing ``out_file`` is kept unless ``overwrite``; a run folder of another command is refused by name.
     """
+    from nbseg.io import check_outputs
+    from nbseg.train.run_folder import PRETRAIN, read_run_state, require_kind
+
     run_dir = Path(run_dir)
     ckpt_path = run_dir / CHECKPOINT
-    if not ckpt_path.is_file():
+    check_outputs([out_file], inputs=[ckpt_path], overwrite=overwrite, what="weights file")
+    state = read_run_state(run_dir)
+    if state is None:
         raise NbsegError(f"{run_dir} has no {CHECKPOINT}: is it a `nbseg pretrain` run folder?")
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    require_kind(run_dir, state, PRETRAIN, "`nbseg pretrain export` takes the folder of a `nbseg pretrain` run (a "
+                                           "method's run already names its backbone weights in its config.yaml)")
     backbone = {k[len("backbone."):]: v for k, v in state["teacher"].items() if k.startswith("backbone.")}
     if fp16:
         backbone = {k: v.half() if v.is_floating_point() else v for k, v in backbone.items()}

@@ -47,11 +47,11 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
 
 from nbseg.config import to_dict
 from nbseg.errors import ConfigError, NbsegError
-from nbseg.io import atomic_torch_save, save_figure
+from nbseg.io import atomic_torch_save, checkpoint_resume_hint, save_figure
+from nbseg.progress import tqdm
 from nbseg.runs import git_revision
 from nbseg.train.checkpoint import (CHECKPOINT, FORMAT, RESUME_FREE_KEYS, check_provenance, check_resume_config,
                                     frozen_prefixes, load_checkpoint, load_trainable_state, rng_state, set_rng_state,
@@ -218,6 +218,10 @@ def fit(method: nn.Module, dataset, cfg: TrainConfig, run_dir: str | Path, *, co
             optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state.get("rng"))
         start_step = int(state["step"])
+        if is_main:
+            from nbseg.train.run_folder import resumed_line
+
+            print(resumed_line(ckpt_path, start_step, total_steps), flush=True)
     runner: nn.Module = _TrainingStep(method)
     if world > 1 and params:
         runner = nn.parallel.DistributedDataParallel(
@@ -251,7 +255,8 @@ def fit(method: nn.Module, dataset, cfg: TrainConfig, run_dir: str | Path, *, co
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "step": step, "epoch": epoch, "batch_in_epoch": in_epoch, "batches_per_epoch": batches_per_epoch,
             "seconds": seconds, "rng": rng_state(), "config": to_dict(cfg), "config_class": type(cfg).__name__,
-            "seed": cfg.seed, "git_revision": revision, "provenance": method_prov}, ckpt_path)
+            "seed": cfg.seed, "git_revision": revision, "provenance": method_prov}, ckpt_path,
+            resume=checkpoint_resume_hint(ckpt_path))
         write_log(log_path, rows, _log_fields(rows))
 
     def run_evaluation(step: int, epoch: int) -> None:

@@ -51,11 +51,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from nbseg.cluster import kmeans
 from nbseg.evaluation import evaluate
 from nbseg.evaluation import ConfusionAccumulator, scores_from_confusion
+from nbseg.progress import tqdm
 
 IGNORE_INDEX = 255
 
