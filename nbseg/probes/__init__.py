@@ -11,8 +11,9 @@ from nbseg.features.extract import FeatureSet, extract_dataset
 from nbseg.probes.basics import (KMeansBenchmark, LinearProbeResult, embed_2d, embedding_panels, foreground_masks,
                                  kmeans_benchmark, linear_probe, open_dataset, patch_class_shares, patch_labels,
                                  probe_backbones, sample_patch_points, saliency_iou)
+from nbseg.saliency import upsample_mask          # the notebooks upsample masks through probes (kept from probes.py)
 
 __all__ = ["FeatureSet", "extract_dataset", "kmeans_segmentation", "open_dataset", "probe_backbones",
            "foreground_masks", "saliency_iou", "patch_class_shares", "patch_labels", "sample_patch_points",
            "embed_2d", "embedding_panels", "LinearProbeResult", "linear_probe", "KMeansBenchmark",
-           "kmeans_benchmark"]
+           "kmeans_benchmark", "upsample_mask"]
