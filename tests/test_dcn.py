@@ -200,7 +200,7 @@ def test_predict_from_images_matches_cached_features(tiny):
     batch = {"image": images}
     assert torch.isfinite(model.training_step(batch)["loss"])
     prov = model.provenance()
-    assert prov["method"] == "dcn" and prov["random_init"] and prov["backbone"] == "embedded"
+    assert prov["method"] == "dcn" and prov["random_init"] and prov["backbone"] == "nbseg_vit_tiny_patch8"
 
 
 def test_configs_load_and_validate():
