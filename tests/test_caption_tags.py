@@ -10,8 +10,8 @@ from nbseg import world
 from nbseg.backbones import EMBEDDED_ARCH, load, read_weights_file
 from nbseg.cli import main
 from nbseg.errors import DataError
-from nbseg.pretrain.caption_tags import (SOURCE, caption_tag_loss, lse_pool, read_captions, tag_patterns,
-                                         tags_from_captions)
+from nbseg.pretrain.caption_tags import (SOURCE, attention_pool, caption_tag_loss, lse_pool, read_captions,
+                                         tag_patterns, tags_from_captions)
 
 NAMES = world.THING_CLASSES + world.STUFF_CLASSES
 
@@ -71,6 +71,33 @@ def test_loss_is_thing_bce_on_cls_plus_pooled_bce_on_all_tags():
     moved = cls_logits.clone()
     moved[0, 2] = -9.0
     assert caption_tag_loss(moved, patch, tags, things, 1.0)["loss"].item() == pytest.approx(out["loss"].item())
+
+
+def test_attention_pool_is_the_attention_weighted_mean_of_patch_scores():
+    scores = torch.tensor([[[1.0, 0.0], [3.0, -2.0]]])                       # (B=1, P=2, C=2)
+    attention = torch.tensor([[0.1, 0.3]])                                    # renormalised to 0.25, 0.75
+    assert torch.allclose(attention_pool(scores, attention), torch.tensor([[2.5, -1.5]]))
+
+
+def test_mil_term_adds_the_bce_of_attention_pooled_thing_scores():
+    cls_logits = torch.tensor([[2.0, -1.0, 0.5]])
+    patch = torch.tensor([[[1.0, 0.0, -2.0], [3.0, 1.0, 0.0]]])               # (1, 2, 3)
+    tags = torch.tensor([[1.0, 0.0, 1.0]])
+    things = torch.tensor([True, True, False])
+    attention = torch.tensor([[1.0, 3.0]])
+    base = caption_tag_loss(cls_logits, patch, tags, things, r=1.0)
+    out = caption_tag_loss(cls_logits, patch, tags, things, r=1.0, attention=attention, mil_weight=0.5)
+    bce = lambda x, y: -(y * math.log(1 / (1 + math.exp(-x))) + (1 - y) * math.log(1 - 1 / (1 + math.exp(-x))))
+    l_mil = (bce(0.25 * 1 + 0.75 * 3, 1) + bce(0.25 * 0 + 0.75 * 1, 0)) / 2    # things only: classes 0 and 1
+    assert out["mil_bce"].item() == pytest.approx(l_mil, rel=1e-5)
+    assert out["loss"].item() == pytest.approx(base["loss"].item() + 0.5 * l_mil, rel=1e-5)
+    # the attention decides the term: looking at the patch that scores the tagged thing lowers it
+    ball_at_1 = torch.tensor([[[-1.0, -1.0, 0.0], [3.0, -2.0, 0.0]]])         # patch 1 is the tagged thing 0
+    looking = caption_tag_loss(cls_logits, ball_at_1, tags, things, 1.0, torch.tensor([[0.0, 1.0]]), 1.0)
+    away = caption_tag_loss(cls_logits, ball_at_1, tags, things, 1.0, torch.tensor([[1.0, 0.0]]), 1.0)
+    assert looking["mil_bce"] < away["mil_bce"]
+    with pytest.raises(ValueError):
+        caption_tag_loss(cls_logits, patch, tags, things, 1.0, None, 1.0)
 
 
 def test_bad_captions_file_is_named(tmp_path):
@@ -136,3 +163,32 @@ def test_training_lowers_the_tag_loss_on_a_fixed_batch(caption_world):
         opt.step()
     assert loss.item() < 0.5 * first
     assert net.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
+def test_mil_term_trains_the_last_blocks_cls_attention(caption_world):
+    """The MIL term's gradient reaches the last block's query/key projection through the CLS attention (the
+    saliency map), and the attention it uses is the backbone's own: the same map `Backbone.extract` returns."""
+    from nbseg.backbones import Backbone
+    from nbseg.config import load_config
+    from nbseg.pretrain.caption_tags import CaptionTagConfig, _collate, build
+
+    cfg = load_config(CaptionTagConfig, overrides=dict(data_root=str(caption_world), image_size=32, batch_size=2,
+                                                       drop_path_rate=0.0))
+    net, data = build(cfg)
+    net.eval()
+    images, tags = _collate([data[(i, 0)] for i in range(2)])
+    cls_logits, patch = net(images)
+    attention = net.cls_attention()                                           # (B, P)
+    frozen = Backbone(net.backbone, "t", weights_path=None, weights_sha256="", random_init=False)
+    expected = frozen.extract(images, amp=False).attn.mean(1).flatten(1)
+    assert torch.allclose(attention, expected, atol=1e-5)
+    net.backbone.requires_grad_(True)
+    net.zero_grad()
+    only_mil = caption_tag_loss(cls_logits, patch, tags, net.thing_mask, 4.0, net.cls_attention(), 1.0)["mil_bce"]
+    assert only_mil.grad_fn is None                                           # the logged value is detached
+    pooled = attention_pool(patch[:, :, net.thing_mask], net.cls_attention())
+    torch.nn.functional.binary_cross_entropy_with_logits(pooled, tags[:, net.thing_mask]).backward()
+    qkv_grad = net.backbone.blocks[-1].attn.qkv.weight.grad
+    dim = net.backbone.embed_dim
+    assert qkv_grad[:2 * dim].abs().sum() > 0                                 # queries and keys: the attention
+
