@@ -224,6 +224,9 @@ class CaptionTagNet(nn.Module):
         images, tags = batch
         cls_logits, patch_scores = self(images)
         attention = self.cls_attention() if self.mil_weight > 0 else None
+        # drop the captured activation: it holds the graph, and a module holding a non-leaf tensor cannot be
+        # deep-copied (the learning-curve probe copies the ViT, whose hook refers back to this module)
+        self._qkv = None
         return caption_tag_loss(cls_logits, patch_scores, tags, self.thing_mask, self.r, attention,
                                 self.mil_weight)
 
