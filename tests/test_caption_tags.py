@@ -11,8 +11,9 @@ from nbseg import world
 from nbseg.backbones import EMBEDDED_ARCH, load, read_weights_file
 from nbseg.cli import main
 from nbseg.errors import DataError
-from nbseg.pretrain.caption_tags import (SOURCE, attention_pool, caption_tag_loss, lse_pool, read_captions,
-                                         tag_patterns, tags_from_captions)
+from nbseg.pretrain.caption_tags import (SOURCE, attention_cross_entropy, attention_pool, caption_tag_loss,
+                                         lse_pool, read_captions, tag_patterns, tags_from_captions,
+                                         thing_map_target)
 
 NAMES = world.THING_CLASSES + world.STUFF_CLASSES
 
@@ -101,6 +102,34 @@ def test_mil_term_adds_the_bce_of_attention_pooled_thing_scores():
         caption_tag_loss(cls_logits, patch, tags, things, 1.0, None, 1.0)
 
 
+def test_thing_map_target_follows_the_tagged_things_only():
+    # P = 3 patches, classes: thing 0 (tagged), thing 1 (not tagged), stuff 2 (tagged)
+    scores = torch.tensor([[[0.0, 5.0, 9.0], [math.log(3.0), 0.0, 0.0], [-9.0, 9.0, 0.0]]])
+    tags = torch.tensor([[1.0, 0.0, 1.0]])
+    things = torch.tensor([True, True, False])
+    m = torch.tensor([0.5, 0.75, 1 / (1 + math.exp(9.0))])             # sigmoid of thing 0's scores
+    assert torch.allclose(thing_map_target(scores, tags, things), (m / m.sum())[None], atol=1e-6)
+    # no thing tagged: a uniform target (nothing to look at)
+    none = thing_map_target(scores, torch.tensor([[0.0, 0.0, 1.0]]), things)
+    assert torch.allclose(none, torch.full((1, 3), 1 / 3))
+
+
+def test_attention_cross_entropy_is_lowest_when_attention_matches_the_map():
+    target = torch.tensor([[0.5, 0.5, 0.0, 0.0]])
+    hand = -(0.5 * math.log(0.2) + 0.5 * math.log(0.4))
+    assert attention_cross_entropy(target, torch.tensor([[1.0, 2.0, 1.0, 1.0]])).item() == pytest.approx(hand)
+    matched = attention_cross_entropy(target, torch.tensor([[0.5, 0.5, 1e-9, 1e-9]]))
+    peaky = attention_cross_entropy(target, torch.tensor([[1.0, 1e-9, 1e-9, 1e-9]]))
+    assert matched.item() == pytest.approx(math.log(2), rel=1e-4) and peaky > matched
+    cls_logits, patch = torch.zeros(1, 3), torch.randn(1, 4, 3)
+    tags, things = torch.tensor([[1.0, 0.0, 1.0]]), torch.tensor([True, True, False])
+    out = caption_tag_loss(cls_logits, patch, tags, things, 1.0, torch.ones(1, 4), 0.0, 2.0)
+    base = caption_tag_loss(cls_logits, patch, tags, things, 1.0)
+    expected = attention_cross_entropy(thing_map_target(patch, tags, things), torch.ones(1, 4))
+    assert out["attention_ce"].item() == pytest.approx(expected.item())
+    assert out["loss"].item() == pytest.approx(base["loss"].item() + 2 * expected.item(), rel=1e-5)
+
+
 def test_bad_captions_file_is_named(tmp_path):
     (tmp_path / "captions.jsonl").write_text('{"id": "a", "captions": ["a ball"]}\nnot json\n')
     with pytest.raises(DataError, match="line 2"):
@@ -147,7 +176,8 @@ def test_cli_trains_resumes_exactly_and_exports_a_backbone(caption_world, tmp_pa
 
 
 def test_training_lowers_the_tag_loss_on_a_fixed_batch(caption_world):
-    """Twenty steps on one batch drive the loss down: the gradients reach both heads and the ViT."""
+    """Twenty steps on one batch drive the tag losses down (below half) and the attention term down (it has a
+    floor, the entropy of its target): the gradients reach both heads and the ViT."""
     from nbseg.config import load_config
     from nbseg.pretrain.caption_tags import CaptionTagConfig, _collate, build
 
@@ -157,12 +187,14 @@ def test_training_lowers_the_tag_loss_on_a_fixed_batch(caption_world):
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     first = None
     for _ in range(20):
-        loss = net.training_step(batch, 0)["loss"]
-        first = loss.item() if first is None else first
+        out = net.training_step(batch, 0)
+        terms = {k: out[k].item() for k in ("cls_bce", "patch_bce", "attention_ce")}
+        first = terms if first is None else first
         opt.zero_grad()
-        loss.backward()
+        out["loss"].backward()
         opt.step()
-    assert loss.item() < 0.5 * first
+    assert terms["cls_bce"] + terms["patch_bce"] < 0.5 * (first["cls_bce"] + first["patch_bce"])
+    assert terms["attention_ce"] < first["attention_ce"]
     assert net.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
     # the learning-curve probe deep-copies the ViT mid-training; its qkv hook must not hold the autograd graph
     copy.deepcopy(net.backbone)
@@ -194,4 +226,29 @@ def test_mil_term_trains_the_last_blocks_cls_attention(caption_world):
     qkv_grad = net.backbone.blocks[-1].attn.qkv.weight.grad
     dim = net.backbone.embed_dim
     assert qkv_grad[:2 * dim].abs().sum() > 0                                 # queries and keys: the attention
+
+
+def test_warm_start_loads_the_vit_and_the_heads_when_the_file_has_them(caption_world, tmp_path):
+    from nbseg.config import load_config
+    from nbseg.errors import WeightsError
+    from nbseg.pretrain.caption_tags import CaptionTagConfig, build
+
+    base = dict(data_root=str(caption_world), image_size=32)
+    cfg = load_config(CaptionTagConfig, overrides=dict(base, seed=1))
+    source, _ = build(cfg)
+    whole, vit_only = tmp_path / "net.pt", tmp_path / "vit.pt"
+    torch.save(source.state_dict(), whole)
+    torch.save(source.backbone.state_dict(), vit_only)
+    fresh, _ = build(load_config(CaptionTagConfig, overrides=dict(base, seed=2)))
+    assert not torch.equal(fresh.patch_head.weight, source.patch_head.weight)
+    warmed, _ = build(load_config(CaptionTagConfig, overrides=dict(base, seed=2, init_weights=str(whole))))
+    for k, v in source.state_dict().items():
+        assert torch.equal(warmed.state_dict()[k], v), k
+    vit, _ = build(load_config(CaptionTagConfig, overrides=dict(base, seed=2, init_weights=str(vit_only))))
+    assert torch.equal(vit.backbone.pos_embed, source.backbone.pos_embed)
+    assert torch.equal(vit.patch_head.weight, fresh.patch_head.weight)      # heads keep their seeded init
+    other = tmp_path / "other.pt"
+    torch.save({"blocks.0.attn.qkv.weight": torch.zeros(3, 3)}, other)
+    with pytest.raises(WeightsError):
+        build(load_config(CaptionTagConfig, overrides=dict(base, init_weights=str(other))))
 

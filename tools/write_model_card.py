@@ -59,6 +59,8 @@ def curve_table(name: str, path: Path, log: Path | None = None) -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tags-run", required=True)
+    p.add_argument("--warm-start-run", default=None,
+                   help="the run whose export --tags-run started from (its config has init_weights)")
     p.add_argument("--quality", required=True)
     p.add_argument("--ssl-quality", required=True)
     p.add_argument("--curve", action="append", default=[], help="NAME=CSV[:LOG.csv] (a learning curve)")
@@ -87,15 +89,38 @@ def main(argv=None) -> int:
         f"- `embedded` (default): **{EMBEDDED['embedded'][2]}**. `nbseg/assets/{EMBEDDED_WEIGHTS.name}` (fp16), "
         f"sha256 `{sha256_file(EMBEDDED_WEIGHTS)}`; architecture `{cfg['arch']}` (timm VisionTransformer, 192-d, "
         "6 blocks, 6 heads, patch 8, with a convolutional patch embedding: `nbseg.backbones.ConvStemPatchEmbed`).",
-        f"  - command: `{args.command} epochs={cfg['epochs']} warmup_epochs={cfg['warmup_epochs']}`; objective and "
-        "why: `nbseg/pretrain/caption_tags.py` (image-level tags read from the caption nouns; the pixel labels are "
-        "never read).",
-        f"  - data: a 10 000-image world (`nbseg world data/world_pretrain --train 10000`; its val split is the default "
-        "world's), seed "
-        f"{prov['seed']}, git revision at start `{prov['git_revision']}`",
-        f"  - steps: {log[-1]['step']} at batch {cfg['batch_size']} ({cfg['epochs']} epochs), final loss "
-        f"{float(log[-1]['loss']):.3f}; {float(log[-1]['seconds']) / 60:.0f} min on {env['cpu_count']} CPU cores "
-        f"({env['platform']}, torch {env['torch']}), sharing them with other work",
+    ]
+    if args.warm_start_run:
+        first = Path(args.warm_start_run)
+        cfg0 = yaml.safe_load((first / "config.yaml").read_text())
+        log0 = list(csv.DictReader(open(first / "log.csv")))
+        lines += [
+            "  - trained in two stages, both `nbseg pretrain-tags` on the same data (objective and why: "
+            "`nbseg/pretrain/caption_tags.py`; image-level tags read from the caption nouns, the pixel labels are "
+            "never read):",
+            f"    1. `{first}`: the CLS thing-tag and pooled patch-tag losses (`mil_weight=0`), {log0[-1]['step']} "
+            f"steps at batch {cfg0['batch_size']} ({cfg0['epochs']} epochs, lr {cfg0['lr']}), "
+            f"{float(log0[-1]['seconds']) / 60:.0f} min;",
+            f"    2. `{run}`: warm-started from stage 1's export (`init_weights`), adding the attention-MIL term "
+            f"(`mil_weight={cfg.get('mil_weight')}`), {log[-1]['step']} steps at batch {cfg['batch_size']} "
+            f"({cfg['epochs']} epochs, lr {cfg['lr']}), {float(log[-1]['seconds']) / 60:.0f} min; final loss "
+            f"{float(log[-1]['loss']):.3f};",
+            f"    total {int(log0[-1]['step']) + int(log[-1]['step'])} steps, "
+            f"{(float(log0[-1]['seconds']) + float(log[-1]['seconds'])) / 60:.0f} min on {env['cpu_count']} CPU "
+            f"cores ({env['platform']}, torch {env['torch']}), sharing them with other work",
+        ]
+    else:
+        lines += [
+            f"  - command: `{args.command} epochs={cfg['epochs']} warmup_epochs={cfg['warmup_epochs']}`; objective "
+            "and why: `nbseg/pretrain/caption_tags.py` (image-level tags read from the caption nouns; the pixel "
+            "labels are never read).",
+            f"  - steps: {log[-1]['step']} at batch {cfg['batch_size']} ({cfg['epochs']} epochs), final loss "
+            f"{float(log[-1]['loss']):.3f}; {float(log[-1]['seconds']) / 60:.0f} min on {env['cpu_count']} CPU "
+            f"cores ({env['platform']}, torch {env['torch']}), sharing them with other work",
+        ]
+    lines += [
+        f"  - data: a 10 000-image world (`nbseg world data/world_pretrain --train 10000`; its val split is the "
+        f"default world's), seed {prov['seed']}, git revision at start `{prov['git_revision']}`",
         f"- `embedded-ssl`: **{EMBEDDED['embedded-ssl'][2]}**. `nbseg/assets/{EMBEDDED_SSL_WEIGHTS.name}`, sha256 "
         f"`{sha256_file(EMBEDDED_SSL_WEIGHTS)}`; the best self-supervised backbone measured on world v2 (history "
         "below). Load it with `nbseg.backbones.load('embedded-ssl')` to set what self-supervision alone learns "

@@ -21,7 +21,13 @@ The objective, for tags y in {0, 1}^C (C classes) of which the thing classes T a
   when the CLS token *looks at* the patches that score it, so the attention has to land on the named objects;
   without this term the CLS head can read "ball" from anywhere in the token mixture and the attention map stays
   diffuse (measured: saliency 0.19 without it, see the model card);
-* total loss  L = BCE(l_cls[T], y[T]) + BCE(S, y) + w_mil BCE(A[T], y[T]).
+* attention from the thing map: the patch head's own map of the tagged things, m_p = max_{c in T, y_c = 1}
+  sigmoid(s_{c,p}), normalised to t = m / sum_p m and detached, is the target of the same attention:
+  H(t, a) = -sum_p t_p log a_p. Attention MIL alone made the attention *peaky* (it only needs the single best
+  patch of each thing), so a mass fraction of it covered a sliver of each object (saliency 0.13); the thing map
+  covers the objects (0.44 on the same checkpoint), and a saliency probe keeps the patches holding 60% of the
+  attention's mass, so the attention must spread over the objects the way the map does;
+* total loss  L = BCE(l_cls[T], y[T]) + BCE(S, y) + w_mil BCE(A[T], y[T]) + w_att H(t, a).
 
 The heads are dropped on export: the exported file holds the ViT alone, like ``nbseg pretrain export``.
 
@@ -164,23 +170,44 @@ def attention_pool(scores: torch.Tensor, attention: torch.Tensor) -> torch.Tenso
     return torch.einsum("bp,bpc->bc", weights, scores)
 
 
+def thing_map_target(patch_scores: torch.Tensor, tags: torch.Tensor, thing_mask: torch.Tensor) -> torch.Tensor:
+    """The attention target t of the module docstring: (B, P, C) scores, (B, C) tags -> (B, P), rows summing to 1,
+    t_p proportional to max over the tagged things c of sigmoid(s_{c,p}); uniform for an image with no thing tag.
+    Detached: the attention follows the map, the map is trained by the tag losses only."""
+    probs = torch.sigmoid(patch_scores.detach()[:, :, thing_mask]) * tags[:, None, thing_mask]
+    m = probs.amax(dim=-1)                                                       # (B, P)
+    m = torch.where(m.sum(1, keepdim=True) > 0, m, torch.ones_like(m))
+    return m / m.sum(dim=1, keepdim=True)
+
+
+def attention_cross_entropy(target: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """H(t, a) = -sum_p t_p log a_p averaged over the batch; (B, P) target rows sum to 1, (B, P) attention is
+    renormalised to sum to 1 over P."""
+    a = attention / attention.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return -(target * a.clamp_min(1e-12).log()).sum(dim=1).mean()
+
+
 def caption_tag_loss(cls_logits: torch.Tensor, patch_scores: torch.Tensor, tags: torch.Tensor,
                      thing_mask: torch.Tensor, r: float, attention: torch.Tensor | None = None,
-                     mil_weight: float = 0.0) -> dict[str, torch.Tensor]:
+                     mil_weight: float = 0.0, attention_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """The total loss of the module docstring and its terms.
 
     cls_logits (B, C), patch_scores (B, P, C), tags (B, C) in {0, 1}, thing_mask (C,) bool, attention (B, P)
-    the head-mean CLS attention over patches (needed when ``mil_weight`` > 0)."""
+    the head-mean CLS attention over patches (needed when ``mil_weight`` or ``attention_weight`` > 0)."""
+    if (mil_weight > 0 or attention_weight > 0) and attention is None:
+        raise ValueError("mil_weight > 0 or attention_weight > 0 needs the CLS attention")
     l_cls = F.binary_cross_entropy_with_logits(cls_logits[:, thing_mask], tags[:, thing_mask])
     l_patch = F.binary_cross_entropy_with_logits(lse_pool(patch_scores, r), tags)
     out = {"loss": l_cls + l_patch, "cls_bce": l_cls.detach(), "patch_bce": l_patch.detach()}
     if mil_weight > 0:
-        if attention is None:
-            raise ValueError("mil_weight > 0 needs the CLS attention")
         pooled = attention_pool(patch_scores[:, :, thing_mask], attention)
         l_mil = F.binary_cross_entropy_with_logits(pooled, tags[:, thing_mask])
         out["loss"] = out["loss"] + mil_weight * l_mil
         out["mil_bce"] = l_mil.detach()
+    if attention_weight > 0:
+        l_att = attention_cross_entropy(thing_map_target(patch_scores, tags, thing_mask), attention)
+        out["loss"] = out["loss"] + attention_weight * l_att
+        out["attention_ce"] = l_att.detach()
     return out
 
 
@@ -189,14 +216,14 @@ class CaptionTagNet(nn.Module):
     block's fused ``qkv`` output is captured by a hook so the CLS attention (with gradients) feeds the MIL term."""
 
     def __init__(self, arch: str, n_classes: int, thing_mask: torch.Tensor, *, drop_path_rate: float, r: float,
-                 mil_weight: float = 0.0):
+                 mil_weight: float = 0.0, attention_weight: float = 0.0):
         super().__init__()
         self.backbone = create_model(arch, num_classes=0, drop_path_rate=drop_path_rate)
         dim = self.backbone.embed_dim
         self.cls_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, n_classes))
         self.patch_head = nn.Linear(dim, n_classes)
         self.register_buffer("thing_mask", thing_mask.bool(), persistent=False)
-        self.r, self.mil_weight = r, mil_weight
+        self.r, self.mil_weight, self.attention_weight = r, mil_weight, attention_weight
         self._qkv: torch.Tensor | None = None
         self.backbone.blocks[-1].attn.qkv.register_forward_hook(self._capture_qkv)
 
@@ -223,12 +250,12 @@ class CaptionTagNet(nn.Module):
     def training_step(self, batch, step: int) -> dict[str, torch.Tensor]:
         images, tags = batch
         cls_logits, patch_scores = self(images)
-        attention = self.cls_attention() if self.mil_weight > 0 else None
+        attention = self.cls_attention() if self.mil_weight > 0 or self.attention_weight > 0 else None
         # drop the captured activation: it holds the graph, and a module holding a non-leaf tensor cannot be
         # deep-copied (the learning-curve probe copies the ViT, whose hook refers back to this module)
         self._qkv = None
         return caption_tag_loss(cls_logits, patch_scores, tags, self.thing_mask, self.r, attention,
-                                self.mil_weight)
+                                self.mil_weight, self.attention_weight)
 
 
 @dataclass
@@ -243,8 +270,9 @@ class CaptionTagConfig(TrainConfig):
     crop_scale: tuple[float, float] = (0.6, 1.0)   # random resized crop; small crops would drop tagged objects
     colour_jitter: float = 0.3
     lse_r: float = 4.0                   # log-sum-exp sharpness of the patch pooling
-    mil_weight: float = 1.0              # weight of the attention-MIL term over things (0: off, the v2.0 objective)
-    init_weights: str | None = None      # warm start: a weights file for the ViT (e.g. an earlier export)
+    mil_weight: float = 0.0              # weight of the attention-MIL term over things (0: off; see the card)
+    attention_weight: float = 1.0        # weight of the attention-from-thing-map term (0: off)
+    init_weights: str | None = None      # warm start: a weights file for the ViT, or the whole net's state dict
     epochs: int = 12
     batch_size: int = 64
     lr: float = 1e-3
@@ -262,8 +290,9 @@ class CaptionTagConfig(TrainConfig):
             raise ConfigError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
         if self.lse_r <= 0:
             raise ConfigError(f"lse_r must be > 0, got {self.lse_r}")
-        if self.mil_weight < 0:
-            raise ConfigError(f"mil_weight must be >= 0, got {self.mil_weight}")
+        if self.mil_weight < 0 or self.attention_weight < 0:
+            raise ConfigError(f"mil_weight and attention_weight must be >= 0, got {self.mil_weight}, "
+                              f"{self.attention_weight}")
 
 
 def build(cfg: CaptionTagConfig) -> tuple[CaptionTagNet, CaptionTagImages]:
@@ -278,11 +307,25 @@ def build(cfg: CaptionTagConfig) -> tuple[CaptionTagNet, CaptionTagImages]:
                             jitter=cfg.colour_jitter)
     torch.manual_seed(cfg.seed)
     net = CaptionTagNet(cfg.arch, len(names), is_thing, drop_path_rate=cfg.drop_path_rate, r=cfg.lse_r,
-                        mil_weight=cfg.mil_weight)
+                        mil_weight=cfg.mil_weight, attention_weight=cfg.attention_weight)
     if cfg.init_weights:
-        # read with the safe loader; a file of another architecture is refused with the keys that do not fit
-        load_state_into(net.backbone, read_weights_file(cfg.init_weights), cfg.init_weights)
+        warm_start(net, cfg.init_weights)
     return net, data
+
+
+def warm_start(net: CaptionTagNet, path: str | Path) -> None:
+    """Load a weights file into ``net``: the ViT (an export, or any file ``read_weights_file`` takes) and, when
+    the file holds them (a state dict of a whole :class:`CaptionTagNet`), the two heads too. Read with the safe
+    loader; a file of another architecture is refused with the keys that do not fit."""
+    state = read_weights_file(path)          # strips "backbone." and the like
+    heads = {k: v for k, v in state.items() if k.startswith(("cls_head.", "patch_head."))}
+    load_state_into(net.backbone, {k: v for k, v in state.items() if k not in heads}, str(path))
+    if heads:
+        missing, unexpected = nn.Module.load_state_dict(
+            nn.ModuleDict({"cls_head": net.cls_head, "patch_head": net.patch_head}), heads, strict=False)
+        if missing or unexpected:
+            raise NbsegError(f"{path}: the tag heads do not fit this world's classes (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}); pass a backbone export instead")
 
 
 def _collate(items):
