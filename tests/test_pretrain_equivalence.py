@@ -4,22 +4,14 @@ center fingerprints recorded before the split (``tests/data/pretrain_losses_befo
 ``tools/record_pretrain_losses.py`` at the revision it names)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-RECORDED = REPO / "tests" / "data" / "pretrain_losses_before_split.json"
+from tests.recorded import RECORDINGS, load_tool
 
-
-def _recorder():
-    spec = importlib.util.spec_from_file_location("record_pretrain_losses", REPO / "tools" / "record_pretrain_losses.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+RECORDED = RECORDINGS / "pretrain_losses_before_split.json"
 
 
 def _close(a, b) -> bool:
@@ -31,7 +23,7 @@ def _close(a, b) -> bool:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    recorder = _recorder()
+    recorder = load_tool("record_pretrain_losses")
     recorded = json.loads(RECORDED.read_text())
     # the recording used the settings the script holds now (a changed script must be re-recorded first)
     assert recorded["base"] == recorder.BASE and recorded["runs_overrides"] == recorder.RUNS
