@@ -40,3 +40,29 @@ def test_run_matches_the_losses_recorded_before_the_split(runs, name):
     assert any(v is not None for v in before["losses"]["loss"])
     for key in ("teacher", "centers"):
         assert all(map(_close, before[key], now[key])), (key, before[key], now[key])
+
+
+def test_only_an_objective_knob_leaves_dino_as_published():
+    """The default config runs DINO's own step and networks (no mask token, no MAE decoder); each objective knob,
+    and nothing else (colour tables only change the views), selects the objectives' step."""
+    from dataclasses import replace
+
+    from nbseg.pretrain import PretrainConfig
+    from nbseg.pretrain.build import build_networks
+    from nbseg.pretrain.config import uses_objectives
+    from nbseg.pretrain.dino import StudentTeacherNet
+    from nbseg.pretrain.objectives.network import PatchStudentTeacherNet
+
+    small = PretrainConfig(out_dim=16, head_hidden_dim=16, bottleneck_dim=8, global_size=16, local_size=8)
+    assert not uses_objectives(small) and not uses_objectives(replace(small, colour_lut_p=0.5, augment_on="device"))
+    for knob in ({"patch_loss_weight": 1.0}, {"cross_view_loss_weight": 1.0}, {"dense_contrastive_weight": 1.0},
+                 {"mae_loss_weight": 1.0}, {"teacher_recolour": True}, {"teacher_targets": "sinkhorn"}):
+        assert uses_objectives(replace(small, **knob)), knob
+    student, teacher = build_networks(small)
+    assert type(student) is StudentTeacherNet and type(teacher) is StudentTeacherNet
+    patch_student, _ = build_networks(replace(small, patch_loss_weight=1.0, mae_loss_weight=1.0, mae_decoder_dim=16,
+                                              mae_decoder_heads=2))
+    assert isinstance(patch_student, PatchStudentTeacherNet)
+    extra = set(patch_student.state_dict()) - set(student.state_dict())
+    assert "mask_token" in extra and any(k.startswith("mae_decoder.") for k in extra)
+    assert set(student.state_dict()) <= set(patch_student.state_dict())   # same checkpoint layout otherwise
