@@ -23,10 +23,11 @@ from _report import emit
 
 REPO = Path(__file__).resolve().parent.parent
 # component -> (module file suffix, function name) whose cumulative time measures it
+# (a tuple of suffixes: any of those files; the forward is DINO's net, or the objectives' net when one is selected)
 DINO_PARTS = {
-    "views (CPU multi-crop)": ("pretrain/dino.py", "__call__"),
+    "views (CPU multi-crop)": ("data/multicrop.py", "__call__"),
     "views (batched, on device)": ("pretrain/batched_augment.py", "__call__"),
-    "forward (student + teacher)": ("pretrain/dino.py", "forward"),
+    "forward (student + teacher)": (("pretrain/dino.py", "pretrain/objectives/network.py"), "forward"),
     "backward": ("torch/_tensor.py", "backward"),
     "gradient clipping": ("pretrain/dino.py", "clip_gradients_"),
     "optimiser step": ("torch/optim/adam.py", "step"),
@@ -55,7 +56,7 @@ def _components(profile: cProfile.Profile, parts: dict, steps: int) -> dict:
 
 def profile_dino(steps: int, overrides: list[str]) -> dict:
     from nbseg.config import load_config
-    from nbseg.pretrain.train import PretrainConfig, pretrain
+    from nbseg.pretrain import PretrainConfig, pretrain
 
     cfg = load_config(PretrainConfig, REPO / "nbseg/configs/pretrain_embedded.yaml",
                       [f"max_steps={steps + 1}", "checkpoint_every=1000", *overrides])

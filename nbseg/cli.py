@@ -14,7 +14,9 @@ import argparse
 import importlib
 import sys
 
+from nbseg.consent import UNSAFE_PICKLE_HELP, allow_unsafe_pickle, unsafe_pickle_allowed
 from nbseg.errors import NbsegError
+from nbseg.io import STORAGE_ERRNOS
 
 # Modules that contribute sub-commands, in the order ``nbseg --help`` lists them.
 COMMAND_MODULES = [
@@ -58,8 +60,6 @@ def _requested_command(argv: list[str] | None) -> str | None:
 def build_parser(argv: list[str] | None = None, *, everything: bool = False) -> argparse.ArgumentParser:
     """The ``nbseg`` parser. Only the module of the command ``argv`` names is imported (all with ``everything``);
     the other commands appear in ``--help`` from :data:`COMMANDS`."""
-    from nbseg.consent import UNSAFE_PICKLE_HELP
-
     parser = argparse.ArgumentParser(
         prog="nbseg",
         description="nbseg: unsupervised semantic segmentation with prototypes and frozen self-supervised ViTs.")
@@ -82,8 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from nbseg.consent import allow_unsafe_pickle, unsafe_pickle_allowed
-
     before = unsafe_pickle_allowed()
     allow_unsafe_pickle(args.allow_unsafe_pickle or before)  # for this command only
     try:
@@ -95,8 +93,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as err:
         # A full disk met outside nbseg.io's writers (a library writing on its own): still one line, not a trace.
-        from nbseg.io import STORAGE_ERRNOS
-
         if err.errno not in STORAGE_ERRNOS or getattr(args, "debug", False):
             raise
         print(f"nbseg {args.command}: error: cannot write {err.filename or 'a file'}: {STORAGE_ERRNOS[err.errno]}; "

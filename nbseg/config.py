@@ -12,6 +12,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+
 from nbseg.errors import ConfigError
 
 T = TypeVar("T")
@@ -104,8 +106,6 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
 def load_config(cls: type[T], experiment_file: str | Path | None = None, overrides: list[str] | dict | None = None
                 ) -> T:
     """Defaults (the dataclass) <- experiment YAML <- ``key=value`` overrides, each layer checked for unknown keys."""
-    import yaml
-
     values: dict[str, Any] = {}
     if experiment_file is not None:
         path = Path(experiment_file)
@@ -133,6 +133,4 @@ def to_dict(cfg) -> dict[str, Any]:
 
 
 def dump_yaml(cfg) -> str:
-    import yaml
-
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -13,9 +13,11 @@ existing files unless the user passed ``--overwrite``.
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -38,8 +40,6 @@ def _write_file(f, data: bytes, path: Path) -> None:
 
 def storage_error(err: OSError, path: Path, n_bytes: int, resume: str | None = None) -> StorageError:
     """``err`` as a one-line :class:`StorageError`: the file, the bytes needed, the free space, how to resume."""
-    import shutil
-
     try:
         free = f", {format_bytes(shutil.disk_usage(path.parent).free)} free there"
     except OSError:
@@ -102,7 +102,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike, *, resume: str | None = None) -> Path:
     """``torch.save`` through a temporary file and a rename (``resume``: see :func:`atomic_write_bytes`)."""
-    import torch
+    import torch   # here, not at the top: `nbseg --help` imports this module and must not load torch
 
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -163,8 +163,6 @@ def check_outputs(targets: Iterable[str | os.PathLike], *, inputs: Iterable[str 
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
@@ -174,7 +172,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def _json_default(o: Any):
     try:
-        import numpy as np
+        import numpy as np    # here, not at the top: `nbseg --help` imports this module (see atomic_torch_save)
 
         if isinstance(o, np.generic):
             return o.item()

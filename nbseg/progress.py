@@ -11,6 +11,7 @@ notebook runner sets for the kernels it starts), or ``off``.
 from __future__ import annotations
 
 import os
+import sys
 
 ENV = "NBSEG_PROGRESS"
 TEXT_REFRESH_S = 5.0  # seconds between refreshes of a text bar in an executed notebook
@@ -22,8 +23,6 @@ def progress_mode() -> str:
 
 
 def _in_kernel() -> bool:
-    import sys
-
     shell = sys.modules.get("IPython")
     try:
         return shell is not None and type(shell.get_ipython()).__name__ == "ZMQInteractiveShell"

@@ -2,10 +2,15 @@
 backbone (:func:`backbone_facts`: name, weights file, sha256, random init, one-line description)."""
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy
+import timm
+import torch
 
 from nbseg.io import sha256_file
 
@@ -26,19 +31,11 @@ def git_revision(path: str | Path | None = None) -> str:
 
 def environment_info() -> dict:
     """Versions of the packages that change numbers, and the machine."""
-    import numpy
-    import torch
-
     info = {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__,
             "platform": platform.platform(), "machine": platform.machine(),
-            "cpu_count": __import__("os").cpu_count(),
+            "cpu_count": os.cpu_count(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    try:
-        import timm
-
-        info["timm"] = timm.__version__
-    except ImportError:  # pragma: no cover
-        pass
+    info["timm"] = timm.__version__
     return info
 
 

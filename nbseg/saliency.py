@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 
 def keep_mass_mask(attn: torch.Tensor, fraction: float = 0.6) -> torch.Tensor:
@@ -75,8 +76,6 @@ def gaussian_blur_maps(maps: torch.Tensor, sigma: float = 0.6, kernel_size: int 
 
 def remove_small_components(mask: torch.Tensor, max_size: int = 2) -> torch.Tensor:
     """Drop 8-connected components of at most ``max_size`` patches from (B, h, w) bool masks."""
-    from scipy import ndimage
-
     out = mask.detach().cpu().numpy().copy()
     structure = np.ones((3, 3), dtype=bool)                        # full connectivity, as skimage's default
     for b in range(out.shape[0]):

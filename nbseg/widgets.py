@@ -18,7 +18,8 @@ from nbseg.cluster import upsample_labels
 from nbseg.evaluation import evaluate
 from nbseg.probes import FeatureSet, foreground_masks, kmeans_segmentation
 from nbseg.probes.attention import best_per_image, threshold_sweep
-from nbseg.probes.prototypes import class_pixel_shares, consistency_view, thing_classes
+from nbseg.probes.prototypes import (QualityCase, class_pixel_shares, consistency_view, quality_cases, quality_view,
+                                     thing_classes)
 from nbseg.saliency import keep_mass_mask, mask_iou, upsample_mask
 
 
@@ -157,9 +158,6 @@ def quality_explorer(backbone, features: FeatureSet, n_classes: int, class_names
     view and the crop re-segmented at full input size (AlignSeg Fig. 3). ``.state``:
     :func:`nbseg.probes.prototypes.quality_view`."""
     import ipywidgets as W
-
-    from nbseg.probes.prototypes import (QualityCase, class_pixel_shares, quality_cases, quality_view,
-                                         thing_classes)
 
     H, W_ = features.image_size
     shares = class_pixel_shares(features.labels, n_classes)

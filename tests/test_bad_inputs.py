@@ -496,7 +496,7 @@ def test_2_notebook_units_are_replaced_only_on_success(tmp_path):
 
 
 def test_2_a_killed_batch_gets_its_previous_unit_back(tmp_path):
-    from nbseg import notebook_units as units
+    from nbseg.notebook_runner import units
 
     unit = tmp_path / "00_a"
     unit.mkdir()

@@ -7,6 +7,8 @@ import torch
 
 from nbseg.pretrain import batched_augment as ba
 from nbseg.pretrain import dino
+from nbseg.pretrain.objectives import dense, ibot
+from nbseg.pretrain.objectives import targets as teacher_targets
 from nbseg.pretrain.dino import MultiCropConfig
 from nbseg.pretrain.train import build_networks, pretrain
 from tests.test_pretrain import tiny_cfg as plain_tiny_cfg
@@ -84,21 +86,21 @@ def test_masked_patch_loss_by_hand():
     student = torch.zeros(1, 2, K)                          # uniform student: each term is log K
     teacher = torch.randn(1, 2, K)
     masks = torch.tensor([[True, False]])
-    loss = dino.masked_patch_loss(student, dino.centered_teacher_probs(teacher, torch.zeros(1, K), 0.04), masks, 0.1)
+    loss = ibot.masked_patch_loss(student, dino.centered_teacher_probs(teacher, torch.zeros(1, K), 0.04), masks, 0.1)
     assert loss.item() == pytest.approx(math.log(K), rel=1e-6)
     # only masked patches count: a perfect prediction on the masked patch, a bad one elsewhere
     teacher = torch.tensor([[[10.0, 0, 0], [0, 10.0, 0]]])
     student = torch.tensor([[[50.0, 0, 0], [50.0, 0, 0]]])
     one_hot = dino.centered_teacher_probs(teacher, torch.zeros(1, K), 1e-3)
-    loss = dino.masked_patch_loss(student, one_hot, masks, 1.0)
+    loss = ibot.masked_patch_loss(student, one_hot, masks, 1.0)
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
-    none = dino.masked_patch_loss(student, one_hot, torch.zeros(1, 2, dtype=torch.bool), 1.0)
+    none = ibot.masked_patch_loss(student, one_hot, torch.zeros(1, 2, dtype=torch.bool), 1.0)
     assert none.item() == 0.0
 
 
 def test_random_patch_masks_ratio_and_probability():
     gen = torch.Generator().manual_seed(0)
-    m = dino.random_patch_masks(2000, (8, 8), (0.1, 0.5), 0.5, gen)
+    m = ibot.random_patch_masks(2000, (8, 8), (0.1, 0.5), 0.5, gen)
     masked_images = m.any(dim=1).float().mean().item()
     assert m.shape == (2000, 64) and 0.45 < masked_images < 0.55
     frac = m[m.any(dim=1)].float().mean().item()
@@ -217,7 +219,7 @@ def test_cross_view_patch_loss_by_hand():
     inside = torch.ones(2, 2, B, h, w, dtype=torch.bool)
     inside[0, 1, 0, 0, 0] = False                       # one token of view 0 falls outside view 1
     targets = dino.centered_teacher_probs(teacher, torch.zeros(1, K), 0.04)
-    loss = dino.cross_view_patch_loss(student, targets, positions, inside, 0.1)
+    loss = dense.cross_view_patch_loss(student, targets, positions, inside, 0.1)
 
     p_t = torch.softmax(teacher / 0.04, -1).view(2, h, w, K).flip(2).view(2, h * w, K)
     logp_s = torch.log_softmax(student / 0.1, -1)
@@ -241,7 +243,7 @@ def test_sinkhorn_knopp_targets_are_balanced_and_follow_the_logits():
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(64, 8, generator=gen)
     logits[:, 0] += 3.0                                    # prototype 0 dominates every sample's softmax
-    q = dino.sinkhorn_knopp_teacher_probs(logits, 0.5, n_iters=50)
+    q = teacher_targets.sinkhorn_knopp_teacher_probs(logits, 0.5, n_iters=50)
     torch.testing.assert_close(q.sum(dim=1), torch.ones(64))
     torch.testing.assert_close(q.mean(dim=0), torch.full((8,), 1 / 8), atol=1e-3, rtol=0)   # equipartition
     soft = torch.softmax(logits / 0.5, dim=1)
@@ -253,10 +255,10 @@ def test_sinkhorn_knopp_targets_are_balanced_and_follow_the_logits():
     assert interaction.abs().max() < 1e-3
     # teacher_probs applies it over all leading dimensions (every patch of every image at once)
     patches = torch.randn(4, 16, 8, generator=gen)
-    out = dino.teacher_probs(patches, "sinkhorn", torch.zeros(1, 8), 0.5)
-    torch.testing.assert_close(out, dino.sinkhorn_knopp_teacher_probs(patches.view(64, 8), 0.5).view(4, 16, 8))
+    out = teacher_targets.teacher_probs(patches, "sinkhorn", torch.zeros(1, 8), 0.5)
+    torch.testing.assert_close(out, teacher_targets.sinkhorn_knopp_teacher_probs(patches.view(64, 8), 0.5).view(4, 16, 8))
     with pytest.raises(ValueError, match="sinkhorn"):
-        dino.teacher_probs(patches, "softmax", torch.zeros(1, 8), 0.5)
+        teacher_targets.teacher_probs(patches, "softmax", torch.zeros(1, 8), 0.5)
 
 
 def test_random_colour_lut_is_a_per_image_function_of_colour():
@@ -303,18 +305,18 @@ def test_dense_info_nce_counts_only_other_images_as_negatives():
     positions, inside = _identity_pairs(B, h, w)
     constant = torch.nn.functional.normalize(torch.ones(2 * B, h * w, D), dim=-1)
     # a constant embedding: the positive and the 2 * 4 other images' tokens tie -> log 9 (same-image tokens excluded)
-    loss = dino.dense_info_nce_loss(constant, constant, positions, inside, 0.2)
+    loss = dense.dense_info_nce_loss(constant, constant, positions, inside, 0.2)
     assert loss.item() == pytest.approx(math.log(9), rel=1e-5)
     # embeddings that tell images apart but not tokens within an image are already perfect
     per_image = torch.nn.functional.normalize(torch.eye(D)[:B], dim=-1).repeat(2, 1).unsqueeze(1).expand(-1, h * w, D)
-    assert dino.dense_info_nce_loss(per_image, per_image, positions, inside, 0.05).item() < 1e-3
+    assert dense.dense_info_nce_loss(per_image, per_image, positions, inside, 0.05).item() < 1e-3
     # by hand for one pair of views with one valid token per image
     gen = torch.Generator().manual_seed(0)
     q = torch.nn.functional.normalize(torch.randn(2 * B, h * w, D, generator=gen), dim=-1)
     k = torch.nn.functional.normalize(torch.randn(2 * B, h * w, D, generator=gen), dim=-1)
     only = torch.zeros_like(inside)
     only[:, :, :, 0, 0] = True
-    got = dino.dense_info_nce_loss(q, k, positions, only, 0.5)
+    got = dense.dense_info_nce_loss(q, k, positions, only, 0.5)
     expected = 0.0
     for a, b in ((0, 1), (1, 0)):
         qa, kb = q.view(2, B, h * w, D)[a, :, 0], k.view(2, B, h * w, D)[b, :, 0]

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from nbseg.errors import ConfigError
-from nbseg.pretrain import mae
+from nbseg.pretrain.objectives import mae
 from nbseg.pretrain.train import build_networks, pretrain
 from tests.test_pretrain import tiny_world  # noqa: F401  (the fixture)
 from tests.test_pretrain_gpu_path import run_stopped_and_resumed, tiny_cfg

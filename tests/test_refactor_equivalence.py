@@ -3,20 +3,12 @@
 metrics recorded then (``tests/data/smoke_metrics_before_refactor.json``, with the revision it ran on)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RECORDED = REPO / "tests" / "data" / "smoke_metrics_before_refactor.json"
+from tests.recorded import RECORDINGS, load_tool
 
-
-def _recorder():
-    spec = importlib.util.spec_from_file_location("record_smoke_metrics", REPO / "tools" / "record_smoke_metrics.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+RECORDED = RECORDINGS / "smoke_metrics_before_refactor.json"
 
 
 def _close(a, b) -> bool:
@@ -28,7 +20,7 @@ def _close(a, b) -> bool:
 
 
 def test_smoke_runs_match_the_metrics_recorded_before_the_refactor(tmp_path):
-    recorder = _recorder()
+    recorder = load_tool("record_smoke_metrics")
     recorded = json.loads(RECORDED.read_text())
     # the recording used the settings the script holds now (a changed script must be re-recorded first)
     assert recorded["world"] == recorder.WORLD and recorded["eval_limit"] == recorder.EVAL_LIMIT

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from nbseg import world
+from nbseg.world import rendering as world_render
 from nbseg.io import sha256_file
 
 SPEC = world.WorldSpec(seed=1, size=48, n_train=6, n_val=4)
@@ -65,7 +66,7 @@ def test_any_image_regenerates_from_seed_and_index(root):
 
 
 def test_two_part_things_have_two_textures():
-    parts = world._thing_masks("mushroom", *np.meshgrid(np.linspace(-1, 1, 41), np.linspace(-1, 1, 41)))
+    parts = world_render._thing_masks("mushroom", *np.meshgrid(np.linspace(-1, 1, 41), np.linspace(-1, 1, 41)))
     assert len(parts) == 2 and parts[0].any() and parts[1].any() and not (parts[0] & parts[1]).any()
     assert len(world.THING_TEXTURE["mushroom"]) == 2 and len(set(world.THING_TEXTURE["house"])) == 2
 
@@ -150,6 +151,6 @@ def test_textures_repeat_no_faster_than_a_patch(kind):
     them after crop rescaling."""
     yy, xx = np.mgrid[0:96, 0:96].astype(np.float32)
     for seed in range(3):
-        weight = world._texture(kind, xx - 48, yy - 48, np.random.default_rng(seed))
+        weight = world_render._texture(kind, xx - 48, yy - 48, np.random.default_rng(seed))
         repeats = [r for r in (_repeat_px(weight, 0), _repeat_px(weight, 1)) if r is not None]
         assert repeats and min(repeats) >= 8, (kind, seed, repeats)

@@ -7,14 +7,16 @@ problem stops the check with a :class:`~nbseg.errors.DataError` naming the file,
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from nbseg.data import available_splits, dataset_names, load_dataset
+from nbseg.data import DATASETS, available_splits, dataset_names, load_dataset
 from nbseg.data.base import SegDataset
 from nbseg.errors import DataError
+from nbseg.progress import tqdm
 
 EXPECTED_SPLITS = ("train", "val")  # what `data check` says is absent when a root lacks it
 
@@ -33,8 +35,6 @@ def check_dataset(ds: SegDataset, limit: int | None = None, *, workers: int = 0,
     unlabelled dataset the table has no rows. ``df.attrs`` holds ``images`` (samples read), ``labelled``
     (samples with a label) and ``dataset`` (``ds.describe()``).
     """
-    from nbseg.progress import tqdm
-
     n = len(ds) if limit is None else min(limit, len(ds))
     pixels = torch.zeros(ds.num_classes + 1, dtype=torch.long)      # last slot: ignore
     images = torch.zeros(ds.num_classes + 1, dtype=torch.long)
@@ -148,10 +148,6 @@ def _cli_check(args) -> int:
 
 def _split_file_hint(name: str, root, split: str) -> str:
     """`` (expected PATH)`` where the dataset names the file of a split, else nothing."""
-    from pathlib import Path
-
-    from nbseg.data import DATASETS
-
     cls = DATASETS[name][0]
     if root is None or not hasattr(cls, "split_file"):
         return ""

@@ -10,6 +10,7 @@ from typing import Iterator
 
 import numpy as np
 
+from nbseg.data.images import read_label_array
 from nbseg.errors import ConfigError, DataError
 from nbseg.evaluation.metrics import MEAN_OVER, PROTOCOLS, PROTOCOL_DESCRIPTIONS, evaluate
 
@@ -94,8 +95,6 @@ def _paired_stems(gt_files: dict[str, Path], pred_files: dict[str, Path], gt_dir
 
 
 def _read_label_png(path: Path) -> np.ndarray:
-    from nbseg.data.images import read_label_array
-
     return read_label_array(path)
 
 

@@ -24,7 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from nbseg.pretrain.dino import MultiCropConfig
+from nbseg.data.multicrop import MultiCropConfig
 
 __all__ = ["BatchedMultiCrop", "random_crop_thetas", "random_crop_grids", "rgb_to_hsv", "hsv_to_rgb", "colour_jitter_",
            "gaussian_blur_per_sample", "grayscale", "corresponding_positions", "random_colour_lut"]

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 
+from nbseg.config import load_config
+from nbseg.errors import ConfigError
+from nbseg.pretrain.train import PretrainConfig, export_teacher, pretrain
+
 
 def register_cli(subparsers) -> None:
-    from nbseg.pretrain.train import PretrainConfig
-
     keys = ", ".join(PretrainConfig.__dataclass_fields__)
     p = subparsers.add_parser(
         "pretrain", help="DINO self-supervised pretraining of a ViT (resumable); `pretrain export` writes weights",
@@ -26,10 +28,6 @@ def register_cli(subparsers) -> None:
 
 
 def _cli(args) -> int:
-    from nbseg.config import load_config
-    from nbseg.errors import ConfigError
-    from nbseg.pretrain.train import PretrainConfig, export_teacher, pretrain
-
     if args.run_dir == "export":
         if len(args.rest) != 2:
             raise ConfigError("usage: nbseg pretrain export RUN_DIR OUT_FILE [--fp16]")

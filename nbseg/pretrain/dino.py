@@ -1,11 +1,10 @@
 """DINO self-distillation (Caron et al., ICCV 2021, "Emerging Properties in Self-Supervised Vision Transformers").
 
-The pieces of the method as pure functions and small modules, each named after what it computes:
+The pieces of the method as published, as pure functions and small modules, each named after what it computes:
 
 * :func:`dino_loss` - cross-entropy between the teacher's target distribution of each global view and the
   student distribution of every *other* view (paper Eq. 2 and Algorithm 1).
-* :func:`teacher_probs` - the targets: centred and sharpened (:func:`centered_teacher_probs`, DINO) or balanced by
-  Sinkhorn-Knopp (:func:`sinkhorn_knopp_teacher_probs`, SwAV / DINOv2), by a config switch.
+* :func:`centered_teacher_probs` - the targets: the teacher's output centred and sharpened (Sec. 3.1).
 * :func:`updated_center` - the EMA of the teacher's batch mean output that prevents collapse (centering).
 * :func:`cosine_schedule` - DINO's per-iteration cosine schedule with linear warm-up (lr, weight decay, momentum);
   it lives in :mod:`nbseg.train.schedules`, shared with every method's training loop.
@@ -14,28 +13,26 @@ The pieces of the method as pure functions and small modules, each named after w
 * :func:`clip_gradients_` - DINO clips each parameter's gradient norm separately.
 * :class:`DINOHead` - the projection head: 3-layer MLP -> L2 normalisation -> weight-normalised last layer
   (its norm fixed at 1, ``norm_last_layer=True``).
+* :class:`StudentTeacherNet` - backbone + head over a list of multi-crop views.
 * DINO's multi-crop views (:class:`~nbseg.data.multicrop.MultiCropAugmentation`, re-exported here) live with the
   other multi-crop code in :mod:`nbseg.data.multicrop`.
 
-Length: over 400 lines: DINO's pieces and the optional patch-level objectives beside them; to be split with
-``pretrain()`` (see :mod:`nbseg.pretrain.train`).
+The optional objectives nbseg tried beside DINO (iBOT's masked patch loss, cross-view and dense contrastive patch
+losses, Sinkhorn-Knopp targets, MAE) are in :mod:`nbseg.pretrain.objectives`; nothing here depends on them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from nbseg.data.multicrop import MultiCropAugmentation, MultiCropConfig, random_resized_crop_box
 from nbseg.train.schedules import cosine_schedule
 
-__all__ = ["dino_loss", "centered_teacher_probs", "sinkhorn_knopp_teacher_probs", "teacher_probs", "updated_center", "cosine_schedule", "teacher_temperature_schedule", "ema_update_",
-           "clip_gradients_", "DINOHead", "StudentTeacherNet", "masked_patch_loss", "cross_view_patch_loss", "dense_info_nce_loss",
-           "random_patch_masks", "MultiCropConfig", "MultiCropAugmentation", "random_resized_crop_box"]
+__all__ = ["dino_loss", "centered_teacher_probs", "updated_center", "cosine_schedule", "teacher_temperature_schedule",
+           "ema_update_", "clip_gradients_", "DINOHead", "StudentTeacherNet", "same_size_runs", "MultiCropConfig",
+           "MultiCropAugmentation", "random_resized_crop_box"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -50,57 +47,14 @@ def centered_teacher_probs(teacher_logits: torch.Tensor, center: torch.Tensor, t
     return F.softmax((teacher_logits.float() - center) / teacher_temp, dim=-1).detach()
 
 
-@torch.no_grad()
-def sinkhorn_knopp_teacher_probs(teacher_logits: torch.Tensor, teacher_temp: float, n_iters: int = 3,
-                                 distributed: bool = False) -> torch.Tensor:
-    """Teacher targets by Sinkhorn-Knopp normalisation (SwAV, Caron et al. 2020; used by DINOv2 in place of
-    centering): the assignment matrix ``Q = exp(g_t(x) / tau_t)`` (B x K) is alternately rescaled so that every
-    prototype receives mass 1/K and every sample 1/B; the rows of ``B Q`` are the targets.
-
-    Equipartition forbids the uniform and the one-prototype collapse outright, which the EMA center only
-    discourages. With ``distributed`` the sums run over every process's samples (B = the global batch).
-
-    Args: teacher_logits (B, K). Returns (B, K) probabilities (each row sums to 1).
-    """
-    logits = teacher_logits.float() / teacher_temp
-    q = torch.exp(logits - logits.max()).t()                                     # (K, B)
-    n_samples = torch.tensor(q.shape[1], device=q.device, dtype=q.dtype)
-    reduce = distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-    if reduce:
-        dist.all_reduce(n_samples)
-    K = q.shape[0]
-
-    def total(x):
-        if reduce:
-            dist.all_reduce(x)
-        return x
-
-    q = q / total(q.sum())
-    for _ in range(n_iters):
-        q = q / total(q.sum(dim=1, keepdim=True)) / K                           # each prototype: mass 1/K
-        q = q / q.sum(dim=0, keepdim=True) / n_samples                          # each sample: mass 1/B
-    return (q * n_samples).t()
-
-
-def teacher_probs(teacher_logits: torch.Tensor, rule: str, center: torch.Tensor, teacher_temp: float,
-                  distributed: bool = False) -> torch.Tensor:
-    """The teacher's targets for (..., K) logits by ``rule``: ``center`` (DINO) or ``sinkhorn`` (SwAV / DINOv2;
-    over all leading dimensions at once, e.g. every patch of the batch)."""
-    if rule == "center":
-        return centered_teacher_probs(teacher_logits, center, teacher_temp)
-    if rule == "sinkhorn":
-        flat = teacher_logits.reshape(-1, teacher_logits.shape[-1])
-        return sinkhorn_knopp_teacher_probs(flat, teacher_temp, distributed=distributed).view(teacher_logits.shape)
-    raise ValueError(f"unknown teacher target rule {rule!r}: use 'center' or 'sinkhorn'")
-
-
 def dino_loss(student_logits: torch.Tensor, teacher_p: torch.Tensor, n_global: int, student_temp: float
               ) -> torch.Tensor:
     """DINO's multi-crop distillation loss (Eq. 2, Algorithm 1).
 
     ``P_s = softmax(g_s(x') / tau_s)`` for each view and ``L = mean over pairs (x in globals, x' in all views,
     x' != x) of  -sum_k P_t(x)[k] log P_s(x')[k]``, averaged over the batch, where ``P_t`` are the teacher's
-    targets (:func:`teacher_probs`: centred and sharpened, or Sinkhorn-Knopp).
+    targets (:func:`centered_teacher_probs`: centred and sharpened; or Sinkhorn-Knopp,
+    :mod:`nbseg.pretrain.objectives.targets`).
 
     Args:
         student_logits: (V * B, K) head outputs for V views, grouped view-major (all of view 0 first).
@@ -120,143 +74,6 @@ def dino_loss(student_logits: torch.Tensor, teacher_p: torch.Tensor, n_global: i
             total = total + torch.sum(-p_t * logp_s, dim=-1).mean()
             n_pairs += 1
     return total / n_pairs
-
-
-def masked_patch_loss(student_patch_logits: torch.Tensor, teacher_patch_p: torch.Tensor, masks: torch.Tensor,
-                      student_temp: float) -> torch.Tensor:
-    """iBOT's masked-image-modelling loss (Zhou et al., ICLR 2022, Eq. 2 with a shared head): self-distillation
-    on the *patch* tokens that the student saw masked, against the teacher's tokens of the unmasked view.
-
-    ``P_t[j]`` the teacher's target for patch ``j`` (:func:`teacher_probs`, e.g. ``softmax((g_t(x)_j - C_p) /
-    tau_t)``), ``P_s[j] = softmax(g_s(x~)_j / tau_s)``, and
-    ``L = mean over images b of  sum_{j in M_b} -P_t[j] . log P_s[j] / max(|M_b|, 1)``, over the global views.
-
-    Args:
-        student_patch_logits: (G * B, N, K) head outputs of the student's (masked) global views' patch tokens.
-        teacher_patch_p: (G * B, N, K) teacher targets of the same views, unmasked (no gradient).
-        masks: (G * B, N) bool, true where the student's patch was replaced by the mask token.
-    Returns:
-        scalar loss (0 where nothing is masked).
-    """
-    logp_s = F.log_softmax(student_patch_logits.float() / student_temp, dim=-1)
-    p_t = teacher_patch_p.detach()
-    per_patch = torch.sum(-p_t * logp_s, dim=-1)                                  # (G * B, N)
-    m = masks.to(per_patch.dtype)
-    return (torch.sum(per_patch * m, dim=-1) / m.sum(dim=-1).clamp(min=1.0)).mean()
-
-
-def corresponding_tokens(tokens: torch.Tensor, positions: torch.Tensor, grid: tuple[int, int]):
-    """For each ordered pair (a, b) of distinct views, view b's per-token vectors read at the image points of
-    view a's tokens: ``bilinear(tokens^b, pos_{a -> b}(j))``.
-
-    Args:
-        tokens: (G * B, h * w, C) per-token vectors (probabilities, embeddings), view-major.
-        positions: (G, G, B, h, w, 2), as :func:`cross_view_patch_loss` takes them.
-        grid: (h, w).
-    Yields:
-        (a, b, read) with read (B, h * w, C): row j is view b's vector under view a's token j.
-    """
-    G, B = positions.shape[0], positions.shape[2]
-    h, w = grid
-    maps = tokens.reshape(G, B, h, w, -1).permute(0, 1, 4, 2, 3)                     # (G, B, C, h, w)
-    for a in range(G):
-        for b in range(G):
-            if a != b:
-                read = F.grid_sample(maps[b], positions[a, b].to(maps.dtype), mode="bilinear",
-                                     padding_mode="border", align_corners=False)  # (B, C, h, w)
-                yield a, b, read.flatten(2).transpose(1, 2)
-
-
-def cross_view_patch_loss(student_patch_logits: torch.Tensor, teacher_patch_p: torch.Tensor,
-                          positions: torch.Tensor, inside: torch.Tensor, student_temp: float) -> torch.Tensor:
-    """Self-distillation of patch tokens *across* views, at corresponding image positions (nbseg's variant).
-
-    iBOT's patch loss (:func:`masked_patch_loss`) compares a view with itself, so its targets can be met by
-    anything the two copies share - on the world, a region's colours. Here the target of student token ``j`` of
-    view ``a`` is the teacher's distribution of view ``b`` (its own crop, flip and colour draw) at the image point
-    under ``j``'s centre, read bilinearly from the teacher's (h, w) token grid:
-
-    ``P_t^b(p) = sum_q bilinear(p, q) P_t(x_b)_q`` (``P_t``: :func:`teacher_probs`), ``p = pos_{a -> b}(j)``, and
-    ``L = sum_{j inside b} -P_t^b(p_j) . log softmax(g_s(x_a)_j / tau_s) / |inside|``, averaged over the ordered
-    pairs (a, b) of the G views. The correspondence idea is that of DenseCL / VICRegL; the distillation form
-    (centering, sharpening, a shared head) is DINO / iBOT's.
-
-    Args:
-        student_patch_logits: (G * B, N, K) student head outputs of the G views' patch tokens, view-major.
-        teacher_patch_p: (G * B, N, K) teacher targets of the same views (no gradient).
-        positions: (G, G, B, h, w, 2) ``positions[a, b]``: token centres of view a in view b's normalised
-            coordinates (:func:`nbseg.pretrain.batched_augment.corresponding_positions`), N = h * w.
-        inside: (G, G, B, h, w) bool, true where that centre lies inside view b.
-    Returns:
-        scalar loss.
-    """
-    G, _, B, h, w, _ = positions.shape
-    K = teacher_patch_p.shape[-1]
-    logp_s = F.log_softmax(student_patch_logits.float() / student_temp, dim=-1).view(G, B, h * w, K)
-    total, n_pairs = logp_s.new_zeros(()), 0
-    for a, b, target in corresponding_tokens(teacher_patch_p.detach().float(), positions, (h, w)):
-        per_token = torch.sum(-target * logp_s[a], dim=-1)                           # (B, N)
-        valid = inside[a, b].flatten(1).to(per_token.dtype)
-        total = total + torch.sum(per_token * valid) / valid.sum().clamp(min=1.0)
-        n_pairs += 1
-    return total / max(n_pairs, 1)
-
-
-def dense_info_nce_loss(query_z: torch.Tensor, key_z: torch.Tensor, positions: torch.Tensor, inside: torch.Tensor,
-                        temperature: float, max_queries: int | None = None,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
-    """Contrastive loss between patch embeddings of two views at corresponding image points (InfoNCE, van den
-    Oord et al. 2018; dense pairs as in DenseCL / VICRegL; query and key encoders as in MoCo v3).
-
-    For query token ``j`` of view ``a`` of image ``i``, the positive is view ``b``'s key embedding read at the same
-    image point, ``k+ = normalize(bilinear(k^b, pos_{a->b}(j)))``, and the negatives are the positives of the
-    *other images'* queries (a token of the same image is never a negative: it may well lie in the same region):
-
-    ``L = -1/|Q| sum_{(i, j) in Q} log( exp(q_ij . k+_ij / tau) / sum_{(i', j') in Q, i' = i => j' = j}
-    exp(q_ij . k+_i'j' / tau) )``, over valid (inside) tokens ``Q``, averaged over the ordered view pairs.
-    Unlike DINO's targets this cannot be met by a constant output, so it cannot collapse.
-
-    Args:
-        query_z: (G * B, N, D) unit embeddings of the student's views (view-major).
-        key_z: (G * B, N, D) unit embeddings of the key encoder's (teacher's) views (no gradient).
-        positions, inside: (G, G, B, h, w, 2) and (G, G, B, h, w), as in :func:`cross_view_patch_loss`.
-        temperature: tau.
-        max_queries: use at most this many valid tokens per view pair (drawn from ``generator``), which bounds
-            the (|Q|, |Q|) similarity matrix.
-    Returns:
-        scalar loss.
-    """
-    G, _, B, h, w, _ = positions.shape
-    D = key_z.shape[-1]
-    q_all = query_z.float().reshape(G, B * h * w, D)
-    image_of = torch.arange(B, device=query_z.device).repeat_interleave(h * w)     # (B * N,)
-    total, n_pairs = q_all.new_zeros(()), 0
-    for a, b, k in corresponding_tokens(key_z.detach().float(), positions, (h, w)):
-        k = F.normalize(k.reshape(B * h * w, D), dim=-1)
-        valid = inside[a, b].reshape(-1).nonzero().squeeze(1)
-        if max_queries is not None and valid.numel() > max_queries:
-            pick = torch.randperm(valid.numel(), generator=generator, device=valid.device)[:max_queries]
-            valid = valid[pick]
-        if valid.numel() < 2:
-            continue
-        logits = q_all[a][valid] @ k[valid].t() / temperature                         # (|Q|, |Q|)
-        same_image = image_of[valid].unsqueeze(0) == image_of[valid].unsqueeze(1)
-        eye = torch.eye(valid.numel(), dtype=torch.bool, device=logits.device)
-        logits = logits.masked_fill(same_image & ~eye, float("-inf"))
-        total = total + F.cross_entropy(logits, torch.arange(valid.numel(), device=logits.device))
-        n_pairs += 1
-    return total / max(n_pairs, 1)
-
-
-def random_patch_masks(n_images: int, grid: tuple[int, int], ratio: tuple[float, float], prob: float,
-                       gen: torch.Generator, device=None) -> torch.Tensor:
-    """(n_images, h * w) bool masks: with probability ``prob`` an image masks each patch independently with a
-    ratio ``r ~ U(ratio)`` (iBOT masks half of the images, ratio 0.1-0.5; it uses block-wise masks, we mask single
-    patches); the other images are unmasked."""
-    n = grid[0] * grid[1]
-    r = ratio[0] + (ratio[1] - ratio[0]) * torch.rand(n_images, 1, generator=gen, device=device)
-    masked = torch.rand(n_images, 1, generator=gen, device=device) < prob
-    return (torch.rand(n_images, n, generator=gen, device=device) < r) & masked
 
 
 @torch.no_grad()
@@ -350,74 +167,30 @@ class DINOHead(nn.Module):
 
 
 class StudentTeacherNet(nn.Module):
-    """Backbone + head applied to a list of views; views of equal size are batched together (as in DINO).
+    """Backbone + head applied to a list of views; views of equal size are batched together (as in DINO)."""
 
-    With ``mask_token`` (iBOT's patch loss) the first global views can also return their patch tokens' head
-    outputs, with the patches where ``masks`` is true replaced by a learned mask token before the blocks.
-    """
-
-    def __init__(self, backbone: nn.Module, head: DINOHead, mask_token: bool = False,
-                 mae_decoder: nn.Module | None = None):
+    def __init__(self, backbone: nn.Module, head: DINOHead):
         super().__init__()
         self.backbone = backbone
         self.head = head
-        self.mask_token = nn.Parameter(torch.zeros(1, backbone.embed_dim)) if mask_token else None
-        # MAE's decoder lives here (not beside the net) so that DDP, the optimiser, gradient clipping, the EMA and
-        # the checkpoint all see it like any other parameter; the teacher's copy is never used.
-        self.mae_decoder = mae_decoder
 
-    def _tokens(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """(B, 3, H, W), mask (B, h * w) bool or None -> (B, prefix + h * w, D) final-norm tokens."""
-        if mask is None:
-            return self.backbone.forward_features(x)
-        vit = self.backbone
-        patches = vit.patch_embed(x)                       # (B, h, w, D) with dynamic_img_size, else (B, N, D)
-        flat = patches.reshape(patches.shape[0], -1, patches.shape[-1])
-        flat = torch.where(mask.unsqueeze(-1), self.mask_token.to(flat.dtype), flat)
-        # timm's own embedding steps (the same ones forward_features runs), so positions and CLS match it exactly
-        tokens = vit._pos_embed(flat.view_as(patches))
-        tokens = vit.norm_pre(vit.patch_drop(tokens))
-        return vit.norm(vit.blocks(tokens))
-
-    def forward(self, views: list[torch.Tensor], masks: list[torch.Tensor] | None = None, patch_views: int = 0,
-                patch_embeddings: bool = False, mae_inputs: tuple | None = None):
-        """views: list of (B, 3, s_i, s_i) normalised crops -> (len(views) * B, out_dim) CLS logits, view-major.
-
-        With ``patch_views = G > 0`` also return the (G * B, N, out_dim) patch logits of the first G views, whose
-        patches are masked by ``masks`` (G tensors of (B, N) bool; None: unmasked); with ``patch_embeddings``
-        their (G * B, N, bottleneck_dim) unit embeddings instead (``head.prototype_logits`` turns them into
-        the logits).
-
-        With ``mae_inputs = (images, pixels, mask_ratio, generator)`` (see :func:`nbseg.pretrain.mae.mae_loss`)
-        return ``(that output, MAE loss)``; with no views, the MAE loss alone. One forward for both, so DDP
-        reduces every gradient of the step once; the views go first, so their stochastic depth draws are those
-        of a run without MAE."""
-        if mae_inputs is not None:
-            from nbseg.pretrain.mae import mae_loss
-
-            out = self.forward(views, masks, patch_views, patch_embeddings) if views else None
-            reconstruction = mae_loss(self.backbone, self.mae_decoder, *mae_inputs)
-            return reconstruction if out is None else (out, reconstruction)
-        outputs, patch_tokens, start = [], [], 0
-        sizes = [v.shape[-1] for v in views]
-        prefix = getattr(self.backbone, "num_prefix_tokens", 1)
-        while start < len(views):
-            end = start
-            while end < len(views) and sizes[end] == sizes[start]:
-                end += 1
-            if start < patch_views:                      # the global views: same size, possibly masked
-                end = min(end, patch_views)
-                mask = torch.cat(masks[start:end]) if masks is not None else None
-                tokens = self._tokens(torch.cat(views[start:end]), mask)
-                patch_tokens.append(tokens[:, prefix:])
-            else:
-                tokens = self.backbone.forward_features(torch.cat(views[start:end]))
-            outputs.append(tokens[:, 0])              # CLS token after the final norm
-            start = end
-        cls_logits = self.head(torch.cat(outputs))
-        if not patch_views:
-            return cls_logits
-        patch_z = self.head.embed(torch.cat(patch_tokens))
-        return cls_logits, patch_z if patch_embeddings else self.head.prototype_logits(patch_z)
+    def forward(self, views: list[torch.Tensor]) -> torch.Tensor:
+        """views: list of (B, 3, s_i, s_i) normalised crops -> (len(views) * B, out_dim) CLS logits, view-major."""
+        cls_tokens = [self.backbone.forward_features(torch.cat(group))[:, 0] for group in same_size_runs(views)]
+        return self.head(torch.cat(cls_tokens))        # the CLS token after the final norm, through the head
 
 
+def same_size_runs(views: list[torch.Tensor], split_at: int = 0) -> list[list[torch.Tensor]]:
+    """Consecutive views of equal size, grouped (one backbone call each); a group never straddles ``split_at``
+    (the masked global views of :class:`nbseg.pretrain.objectives.network.PatchStudentTeacherNet`)."""
+    groups, start = [], 0
+    sizes = [v.shape[-1] for v in views]
+    while start < len(views):
+        end = start
+        while end < len(views) and sizes[end] == sizes[start]:
+            end += 1
+        if start < split_at:
+            end = min(end, split_at)
+        groups.append(views[start:end])
+        start = end
+    return groups

@@ -19,6 +19,9 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.manifold import TSNE
 
 from nbseg import backbones
 from nbseg.cluster import kmeans_segmentation
@@ -128,12 +131,8 @@ def embed_2d(x: torch.Tensor, method: str = "tsne", *, seed: int = 0, perplexity
     """
     z = F.normalize(x.float(), dim=1).numpy()
     if method == "pca":
-        from sklearn.decomposition import PCA
-
         return PCA(n_components=2, random_state=seed).fit_transform(z)
     if method == "tsne":
-        from sklearn.manifold import TSNE
-
         perplexity = min(perplexity, max(1.0, (len(z) - 1) / 3))     # t-SNE needs perplexity < n_samples
         return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
                     max_iter=max_iter).fit_transform(z)
@@ -145,8 +144,6 @@ def embedding_panels(features: FeatureSet, image_sets: dict, n_classes: int, *, 
     """Patch embeddings of several sets of images in one shared 2-D PCA plane (fitted on all of them), so the
     panels can be compared: ``{title: image indices}`` -> ``{title: (points (M, 2), classes (M,))}``, at most
     ``max_points`` points per panel (AlignSeg Fig. 2's embedding plot, for 1, a few and many images)."""
-    from sklearn.decomposition import PCA
-
     union = sorted({int(i) for indices in image_sets.values() for i in torch.as_tensor(indices).reshape(-1)})
     x, _, _ = sample_patch_points(features.subset(union), n_classes, max_points=max_points, seed=seed,
                                   ignore_index=ignore_index)
@@ -173,8 +170,6 @@ def linear_probe(train: FeatureSet, test: FeatureSet, n_classes: int, *, C: floa
 
     Features are standardised with the training mean and std. Returns pixel accuracy and mIoU (identity matching).
     """
-    from sklearn.linear_model import LogisticRegression
-
     y = patch_labels(train.labels, train.grid, n_classes, ignore_index).reshape(-1)
     x = train.patches.reshape(-1, train.patches.shape[-1])
     keep = y != ignore_index

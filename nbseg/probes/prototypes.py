@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from nbseg.angles import class_centres, pixel_weighted_embeddings
 from nbseg.cluster import upsample_labels
 from nbseg.evaluation import confusion_matrix, scores_from_confusion
-from nbseg.probes.attention import threshold_sweep
 from nbseg.probes.attention import threshold_masks, threshold_sweep
 from nbseg.prototype_scores import prototype_cosine_maps, segment_by_argmax
 from nbseg.saliency import saliency, upsample_mask

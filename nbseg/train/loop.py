@@ -59,6 +59,7 @@ from nbseg.train.checkpoint import (CHECKPOINT, FORMAT, RESUME_FREE_KEYS, check_
 from nbseg.train.data import epoch_loader, rank_batches, step_seed, to_device
 from nbseg.train.distributed import init_distributed
 from nbseg.train.logs import curves_figure, read_log, start_run_folder, write_log
+from nbseg.train.run_folder import resumed_line
 from nbseg.train.optim import apply_schedule, parameter_groups
 from nbseg.train.schedules import cosine_schedule, step_schedule
 
@@ -219,8 +220,6 @@ def fit(method: nn.Module, dataset, cfg: TrainConfig, run_dir: str | Path, *, co
         set_rng_state(state.get("rng"))
         start_step = int(state["step"])
         if is_main:
-            from nbseg.train.run_folder import resumed_line
-
             print(resumed_line(ckpt_path, start_step, total_steps), flush=True)
     runner: nn.Module = _TrainingStep(method)
     if world > 1 and params:

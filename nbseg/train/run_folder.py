@@ -8,8 +8,15 @@ folder asks here first, so the answer is one line naming the folder, what it hol
 """
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
+
+import torch
+
+from nbseg.errors import ConfigError
+from nbseg.train.checkpoint import CheckpointError, check_resume_config
 
 CHECKPOINT = "checkpoint.pt"
 PRETRAIN = "pretrain"  # the kind of a `nbseg pretrain` run (its checkpoint has a teacher, not a kind entry)
@@ -37,13 +44,6 @@ def checkpoint_kind(state: Mapping[str, Any]) -> str:
 def read_run_state(run_dir: str | Path) -> dict | None:
     """The checkpoint of ``run_dir`` (a folder or the checkpoint file), or None when the folder holds none yet.
     An unreadable file is a :class:`~nbseg.train.checkpoint.CheckpointError` naming it."""
-    import pickle
-    import zipfile
-
-    import torch
-
-    from nbseg.train.checkpoint import CheckpointError
-
     path = Path(run_dir)
     if path.is_dir() or not path.suffix:
         path = path / CHECKPOINT
@@ -63,8 +63,6 @@ def read_run_state(run_dir: str | Path) -> dict | None:
 
 def require_kind(run_dir: str | Path, state: Mapping[str, Any], expected: str, fix: str) -> None:
     """Refuse a run folder that another command wrote: one line saying what it holds and ``fix``."""
-    from nbseg.errors import ConfigError
-
     kind = checkpoint_kind(state)
     if kind != expected:
         raise ConfigError(f"{run_dir} holds {describe_kind(kind)}, not {describe_kind(expected)}; {fix}")
@@ -75,8 +73,6 @@ def check_before_work(run_dir: str | Path, expected: str, config: Mapping[str, A
     """Before any data is read: the checkpoint of ``run_dir`` (None for a new run) after checking that it is a run
     of ``expected`` kind and that ``config`` may resume it (:func:`nbseg.train.checkpoint.check_resume_config`;
     ``defaults`` fill keys the saved config lacks, ``migrate`` maps a saved config to today's key names)."""
-    from nbseg.train.checkpoint import check_resume_config
-
     state = read_run_state(run_dir)
     if state is None:
         return None

@@ -51,10 +51,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import pearsonr, spearmanr
 
 from nbseg.cluster import kmeans
-from nbseg.evaluation import evaluate
-from nbseg.evaluation import ConfusionAccumulator, scores_from_confusion
+from nbseg.evaluation import ConfusionAccumulator, evaluate, scores_from_confusion
 from nbseg.progress import tqdm
 
 IGNORE_INDEX = 255
@@ -449,8 +449,6 @@ def region_count_correlation(region_maps: Sequence[torch.Tensor], gt_maps: Seque
     """Regions per image (ids with at least ``min_area`` pixels and at least ``min_fraction`` of the image's pixels)
     against ground-truth classes per image (ignored pixels not counted): Pearson and Spearman correlation over the
     images, and the mean regions per class count."""
-    from scipy.stats import pearsonr, spearmanr
-
     n_regions, n_classes = [], []
     for m, gt in zip(_maps(region_maps), _maps(gt_maps)):
         _, counts = torch.unique(m, return_counts=True)

@@ -26,6 +26,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.models.vision_transformer import Block
+
+from nbseg.pretrain.batched_augment import random_crop_thetas
 
 __all__ = ["random_token_masking", "patchify", "norm_pix_targets", "masked_reconstruction_loss", "MAEDecoder",
            "encode_visible", "mae_loss", "mae_view"]
@@ -97,8 +100,6 @@ class MAEDecoder(nn.Module):
 
     def __init__(self, encoder_dim: int, n_tokens: int, patch: int, dim: int = 128, depth: int = 2,
                  heads: int = 4, prefix: int = 1):
-        from timm.models.vision_transformer import Block
-
         super().__init__()
         self.prefix, self.n_tokens = prefix, n_tokens
         self.embed = nn.Linear(encoder_dim, dim)
@@ -138,8 +139,6 @@ def mae_loss(vit: nn.Module, decoder: MAEDecoder, images: torch.Tensor, pixels: 
 def mae_view(images: torch.Tensor, size: int, scale: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
     """MAE's augmentation, batched: a random resized crop (area fraction ~ U(scale)) with a horizontal flip,
     no photometric change. images (B, 3, H, W) in [0, 1] -> (B, 3, size, size)."""
-    from nbseg.pretrain.batched_augment import random_crop_thetas
-
     theta = random_crop_thetas(images.shape[0], scale, gen, images.device)
     grid = F.affine_grid(theta, [images.shape[0], 3, size, size], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)

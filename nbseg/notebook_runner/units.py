@@ -20,6 +20,8 @@ import shutil
 import time
 from pathlib import Path
 
+from nbseg.io import atomic_write_text
+
 MARKER = "run_info.json"
 FAILED_SUFFIX = ".failed"
 
@@ -63,8 +65,6 @@ def begin(unit: Path) -> Path | None:
 
 def succeed(unit: Path, previous: Path | None, info: dict) -> None:
     """Mark ``unit`` successful and drop the previous unit and any earlier failed run of it."""
-    from nbseg.io import atomic_write_text
-
     atomic_write_text(Path(unit) / MARKER, json.dumps({**info, "status": "ok", "finished": time.time()}, indent=1,
                                                         default=str))
     for leftover in (previous, failed_dir(Path(unit))):

@@ -1,7 +1,7 @@
 """What a world root must hold, checked: the size and sha256 of every file, recorded in ``world.json``.
 
 Why: a root whose ``world.json`` matched the arguments used to be kept as is, so one truncated image survived every
-``nbseg world`` ("written in 0.0 s") and failed later, deep inside a training run. :func:`nbseg.world.write_world`
+``nbseg world`` ("written in 0.0 s") and failed later, deep inside a training run. :func:`nbseg.world.write.write_world`
 records every file it writes here and, on the next call, keeps only what still matches: sizes on every call (a
 ``stat`` per file, cheap enough for each command that needs the world), sha256 checksums when asked
 (``nbseg world``). A damaged image is re-rendered from its index alone; a damaged list or table is rewritten.
@@ -11,14 +11,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from nbseg.io import sha256_file
+
 IMAGE_FOLDERS = ("JPEGImages", "SegmentationClass", "SegmentationClassFull")
 _IMAGE_FILE = re.compile(r"^w(\d{7})\.png$")
 
 
 def file_record(root: Path, relpaths) -> dict[str, dict]:
     """``{relative path: {"size", "sha256"}}`` of the files of ``root``."""
-    from nbseg.io import sha256_file
-
     root = Path(root)
     return {rel: {"size": (root / rel).stat().st_size, "sha256": sha256_file(root / rel)} for rel in sorted(relpaths)}
 
@@ -32,8 +32,6 @@ def all_files(root: Path) -> list[str]:
 
 def damaged_files(root: Path, record: dict[str, dict], checksums: bool = False) -> list[str]:
     """The recorded files that are missing, of another size or (with ``checksums``) of another sha256."""
-    from nbseg.io import sha256_file
-
     root = Path(root)
     bad = []
     for rel, expected in record.items():
