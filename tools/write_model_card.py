@@ -101,8 +101,10 @@ def main(argv=None) -> int:
             f"    1. `{first}`: the CLS thing-tag and pooled patch-tag losses (`mil_weight=0`), {log0[-1]['step']} "
             f"steps at batch {cfg0['batch_size']} ({cfg0['epochs']} epochs, lr {cfg0['lr']}), "
             f"{float(log0[-1]['seconds']) / 60:.0f} min;",
-            f"    2. `{run}`: warm-started from stage 1's export (`init_weights`), adding the attention-MIL term "
-            f"(`mil_weight={cfg.get('mil_weight')}`), {log[-1]['step']} steps at batch {cfg['batch_size']} "
+            f"    2. `{run}`: warm-started from stage 1's ViT and tag heads (`init_weights`: the state dict of "
+            f"stage 1's final checkpoint), adding the attention-from-thing-map term (`attention_weight="
+            f"{cfg.get('attention_weight')}`, `mil_weight={cfg.get('mil_weight')}`), {log[-1]['step']} steps at "
+            f"batch {cfg['batch_size']} "
             f"({cfg['epochs']} epochs, lr {cfg['lr']}), {float(log[-1]['seconds']) / 60:.0f} min; final loss "
             f"{float(log[-1]['loss']):.3f};",
             f"    total {int(log0[-1]['step']) + int(log[-1]['step'])} steps, "
