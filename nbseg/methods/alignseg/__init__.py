@@ -1,5 +1,5 @@
-"""AlignSeg (Liu et al., "Self-supervised semantic segmentation via alignment", TPAMI 2024), registered as
-``alignseg``.
+"""AlignSeg (Liu et al., "Rethinking Self-Supervised Semantic Segmentation: Achieving End-to-End Segmentation",
+TPAMI 2024), registered as ``alignseg``.
 
 * :mod:`~nbseg.methods.alignseg.model` - config, decoder, the model (``training_step``, ``scores_from_features``,
   ``predict``, ``provenance``), the training and evaluation datasets.
@@ -12,7 +12,8 @@
 from pathlib import Path
 
 from nbseg.data.multicrop import collate_multicrop
-from nbseg.methods.alignseg.ablations import PAPER_COLUMN, SMOKE_SETS, TABLE_COLUMNS, TABLE_CSV, TABLE_II, RUN_FOLDER
+from nbseg.methods.alignseg.ablations import (DELTA_COLUMN, PAPER_COLUMN, SMOKE_SETS, TABLE_COLUMNS, TABLE_CSV,
+                                             TABLE_II, RUN_FOLDER)
 from nbseg.methods.alignseg.evaluation import epoch_evaluator, evaluate_alignseg
 from nbseg.methods.alignseg.figures import evaluation_figures
 from nbseg.methods.alignseg.losses import check_variant
@@ -50,6 +51,7 @@ SPEC = register(MethodSpec(
     ablation_columns=TABLE_COLUMNS,
     ablation_run_folder=RUN_FOLDER,
     ablation_table=TABLE_CSV,
+    ablation_delta_column=DELTA_COLUMN,
     paper=PaperNumbers(source=PAPER_SOURCE, setting="PASCAL VOC 2012 val, DINO ViT-S/16",
                        values={f"table_ii/{part}/{row}": v for part, rows in PAPER_TABLE_II.items()
                                for row, v in rows.items()}),
