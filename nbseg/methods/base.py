@@ -129,6 +129,9 @@ class MethodSpec:
             of the paper's number for the same change (names the paper's setting).
         epoch_evaluator: ``(cfg, backbone, limit, progress) -> (model -> {name: value})`` scored at every epoch end
             by ``nbseg train --epoch-eval`` (optional).
+        claims: ``() -> [nbseg.claims.Claim]``: the paper's central claims as rows of ``nbseg claims`` (optional;
+            each a claim, the paper's evidence and ``measure(ctx, seed) -> Measurement``; see
+            :mod:`nbseg.claims.base`).
     """
 
     name: str
@@ -152,6 +155,7 @@ class MethodSpec:
     paper: PaperNumbers | None = None
     paper_column: str = "paper (as reported)"
     epoch_evaluator: Callable[..., Callable] | None = None
+    claims: Callable[[], Any] | None = None
 
     @property
     def kind(self) -> str:

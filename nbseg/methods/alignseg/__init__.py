@@ -7,6 +7,7 @@ TPAMI 2024), registered as ``alignseg``.
 * :mod:`~nbseg.methods.alignseg.evaluation` - both protocols beside k-means; the notebook's workflows.
 * :mod:`~nbseg.methods.alignseg.figures` - Tables I, II, IV and Figs. 7-9.
 * :mod:`~nbseg.methods.alignseg.ablations` - Table II as data; :mod:`~nbseg.methods.alignseg.paper` - the numbers.
+* :mod:`~nbseg.methods.alignseg.claims` - the paper's central claims as rows of ``nbseg claims``.
 * ``nbseg/configs/alignseg_{world,voc,cocostuff27}.yaml`` - the shipped configs.
 """
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 from nbseg.data.multicrop import collate_multicrop
 from nbseg.methods.alignseg.ablations import (DELTA_COLUMN, PAPER_COLUMN, SMOKE_SETS, TABLE_COLUMNS, TABLE_CSV,
                                              TABLE_II, RUN_FOLDER)
+from nbseg.methods.alignseg.claims import alignseg_claims
 from nbseg.methods.alignseg.evaluation import epoch_evaluator, evaluate_alignseg
 from nbseg.methods.alignseg.figures import evaluation_figures
 from nbseg.methods.alignseg.losses import check_variant
@@ -57,6 +59,7 @@ SPEC = register(MethodSpec(
                                for row, v in rows.items()}),
     paper_column=PAPER_COLUMN,
     epoch_evaluator=epoch_evaluator,
+    claims=alignseg_claims,
 ))
 
 __all__ = ["SPEC", "AlignSeg", "AlignSegConfig", "AlignSegDecoder", "AlignSegDecoderLayer", "CropFeatureCache",
