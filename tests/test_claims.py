@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import nbseg.cli
-from nbseg.claims import Claim, ClaimContext, Measurement, verdict
+from nbseg.claims import Claim, Measurement, verdict
 from nbseg.claims.runner import CLAIMS_CSV, CLAIMS_MD, all_claims, result_path, run_claims
 from nbseg.errors import ConfigError
 from nbseg.world import WorldSpec, write_world
@@ -102,9 +102,7 @@ def test_smoke_profile_end_to_end_and_cached_rerun(tiny_world, tmp_path):
     assert "not DINO" in md and "Profile `smoke`, 2 seeds" in md and md.count("\n| **") == len(table)
     results = sorted((out / "results").rglob("seed*.json"))
     stamps = [p.stat().st_mtime_ns for p in results]
-    ctx = ClaimContext(out, profile="smoke")                             # a rerun: everything cached
-    table_again, stats = run_claims(out, profile="smoke", seeds=2, data_root=str(tiny_world), progress=False)
+    csv = (out / CLAIMS_CSV).read_text()
+    _, stats = run_claims(out, profile="smoke", seeds=2, data_root=str(tiny_world), progress=False)   # all cached
     assert stats["measured"] == 0 and stats["cached"] == len(results) == 2 * len(table)
-    assert [p.stat().st_mtime_ns for p in results] == stamps and ctx.profile == "smoke"
-    pd.testing.assert_frame_equal(table_again.drop(columns=["wall s", "cpu s"]).astype(str),
-                                  table.drop(columns=["wall s", "cpu s"]).astype(str))
+    assert [p.stat().st_mtime_ns for p in results] == stamps and (out / CLAIMS_CSV).read_text() == csv

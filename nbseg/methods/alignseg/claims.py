@@ -74,7 +74,7 @@ def _value(table, method: str, protocol: str, column: str) -> float:
 
 def _measurement(ctx, effect: float, values: dict) -> Measurement:
     _, features = _val(ctx)
-    return Measurement(effect, values, ctx.backbone().describe(), features.dataset + f", {len(features.ids)} images")
+    return Measurement(effect, values, ctx.backbone().describe(), features.dataset)
 
 
 def _above_kmeans(variant: str, protocol: str):
