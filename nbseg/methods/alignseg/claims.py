@@ -141,8 +141,8 @@ def alignseg_claims() -> list[Claim]:
                "\"far from acceptable\" beside AlignSeg")
     b, a = PAPER_TABLE_II["b"], PAPER_TABLE_II["a"]
     rows = [Claim(key=f"alignseg/above-kmeans/{variant}/{protocol}", method="alignseg",
-                  claim="end-to-end AlignSeg segments better than per-image and dataset-level k-means on the same "
-                        "frozen features",
+                  claim=f"end-to-end AlignSeg segments better than per-image and dataset-level k-means on the same "
+                        f"frozen features ({variant} variant, {protocol} protocol)",
                   paper_evidence=paper_i, measure=_above_kmeans(variant, protocol),
                   effect="AlignSeg - the better k-means", protocol=PROTOCOLS[protocol][2],
                   averaging=PROTOCOLS[protocol][3], variant=variant)
