@@ -106,5 +106,5 @@ def dataset_kmeans_over_seeds(patches: torch.Tensor, gt: Sequence[torch.Tensor],
             "pixel_acc_mean": float(np.mean(accs)), "pixel_acc_std": float(np.std(accs)), "miou_per_seed": mious}
 
 
-__all__ = ["score_row", "score_rows", "PATH_NBSEG", "PATH_RELEASED", "PATH_KMEANS", "RELEASED_PROTOCOL", "AVERAGING", "KMeansBaselines", "kmeans_baselines", "dataset_kmeans_over_seeds", "PER_IMAGE_SIZE",
-           "BOTH_PROTOCOLS"]
+__all__ = ["score_row", "score_rows", "PATH_NBSEG", "PATH_RELEASED", "PATH_KMEANS", "RELEASED_PROTOCOL", "AVERAGING",
+           "KMeansBaselines", "kmeans_baselines", "dataset_kmeans_over_seeds", "PER_IMAGE_SIZE", "BOTH_PROTOCOLS"]

@@ -96,5 +96,5 @@ def run_table_ii(out_dir: str | Path, names=None, *, profile: str = "smoke", ove
                                   overrides=overrides, progress=progress)
 
 
-__all__ = ["TABLE_II", "SMOKE_SETS", "DELTA_COLUMN", "TABLE_COLUMNS", "PAPER_COLUMN", "table_ii_sets", "collect_table_ii",
-           "run_table_ii"]
+__all__ = ["TABLE_II", "SMOKE_SETS", "DELTA_COLUMN", "TABLE_COLUMNS", "PAPER_COLUMN", "table_ii_sets",
+           "collect_table_ii", "run_table_ii"]

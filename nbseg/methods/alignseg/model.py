@@ -435,5 +435,5 @@ def evaluation_dataset(cfg: AlignSegConfig, split: str | None = None):
                         **extra)
 
 
-__all__ = ["SALIENCY_RULES", "AlignSeg", "AlignSegConfig", "AlignSegDecoder", "AlignSegDecoderLayer", "CropFeatureCache",
-           "training_dataset", "evaluation_dataset", "check_variant"]
+__all__ = ["SALIENCY_RULES", "AlignSeg", "AlignSegConfig", "AlignSegDecoder", "AlignSegDecoderLayer",
+           "CropFeatureCache", "training_dataset", "evaluation_dataset", "check_variant"]

@@ -561,7 +561,8 @@ def collect_regions(predict_features: Callable[[torch.Tensor, tuple[int, int]], 
                        class_names=list(dataset.class_names), description=cache.describe(), ids=list(cache.ids[:n]))
 
 
-__all__ = ["FOREGROUND_RULES", "HEAD_RULES", "Regions", "RegionSplit", "SeedTable", "list_regions", "paint", "masked_region_crops",
-           "region_embeddings", "min_head_attention", "head_reduced_attention", "HEAD_REDUCTIONS", "foreground_scores", "two_means_split", "detect_foreground", "foreground_by_rule",
+__all__ = ["FOREGROUND_RULES", "HEAD_RULES", "Regions", "RegionSplit", "SeedTable", "list_regions", "paint",
+           "masked_region_crops", "region_embeddings", "min_head_attention", "head_reduced_attention",
+           "HEAD_REDUCTIONS", "foreground_scores", "two_means_split", "detect_foreground", "foreground_by_rule",
            "majority_labels", "kmeans_region_labels", "kmeans_table", "knn_classify", "knn_table", "region_view",
            "retrieval_figure", "region_count_correlation", "collect_regions"]
