@@ -66,9 +66,11 @@ def test_runner_caches_each_seed_and_refuses_foreign_folders(tmp_path, monkeypat
         run_claims(tmp_path / "c", profile="full", seeds=4, progress=False)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="not empty"):
-        run_claims(tmp_path / "mine", progress=False)
-    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+    (tmp_path / "mine" / "results").mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError, match="not empty"):
+            run_claims(tmp_path / "mine", overwrite=overwrite, progress=False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine" and (tmp_path / "mine" / "results").is_dir()
     run_claims(tmp_path / "c", seeds=2, overwrite=True, progress=False)   # --overwrite measures again
     assert calls == [0, 1, 2, 3, 0, 1]
 

@@ -61,7 +61,7 @@ def _prepare(out_dir: Path, ctx: ClaimContext, overwrite: bool) -> None:
     marker = out_dir / MARKER
     settings = {"profile": ctx.profile, "backbone": ctx.backbone_name, "weights": ctx.weights,
                 "data_root": ctx.data_root}
-    if overwrite:
+    if overwrite and marker.is_file():           # only a folder this command made: a user's files are never removed
         for name in OWNED:
             path = out_dir / name
             if path.is_dir():
