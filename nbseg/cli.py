@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "nbseg.pretrain.cli",     # nbseg pretrain / nbseg pretrain export
     "nbseg.pretrain.tags_cli",  # nbseg pretrain-tags / nbseg pretrain-tags export (weak supervision by captions)
     "nbseg.methods.cli",      # nbseg train / evaluate / segment / ablate
+    "nbseg.claims.cli",       # nbseg claims
 ]
 
 # command -> (module that registers it, the one-line help `nbseg --help` shows)
@@ -46,6 +47,7 @@ COMMANDS = {
     "segment": ("nbseg.methods.cli", "segment your own images with a trained model: label PNGs and overlays"),
     "ablate": ("nbseg.methods.cli",
                "run a method's ablations (AlignSeg: Table II; DCN: k, stages, foreground rule) into one table"),
+    "claims": ("nbseg.claims.cli", "measure each implemented paper's central claim over seeds into one table"),
 }
 
 

@@ -7,12 +7,17 @@ scores bilinearly to the pixels when labels are wanted at the image's size.
 * :func:`l2_normalise` - ``x / max(||x||, eps)`` (AlignSeg's released ``norm``).
 * :func:`token_prototype_cosine` - tokens (..., N, D) x prototypes (..., K, D) -> (..., N, K).
 * :func:`prototype_cosine_maps` - a token grid (B, h, w, D) x prototypes (K, D) or (B, K, D) -> (B, K, h, w).
-* :func:`segment_by_argmax` - scores (B, K, h, w) -> labels (B, H, W), bilinear upsampling then argmax.
+* :func:`segment_by_argmax` - scores (B, K, h, w) -> labels (B, H, W), bilinear upsampling then argmax (nbseg's
+  path, Eq. 3 at the pixels).
+* :func:`segment_on_grid` - scores (B, K, h, w) -> labels (B, H, W), argmax on the token grid then nearest
+  upsampling (AlignSeg's released evaluation path, at 100 x 100).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from nbseg.cluster import upsample_labels
 
 
 def l2_normalise(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
@@ -57,4 +62,12 @@ def segment_by_argmax(scores: torch.Tensor, size: tuple[int, int] | None = None)
     return scores.argmax(dim=1)
 
 
-__all__ = ["l2_normalise", "token_prototype_cosine", "prototype_cosine_maps", "segment_by_argmax"]
+def segment_on_grid(scores: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Argmax over K on the token grid, then nearest upsampling of the labels to ``size``: (B, K, h, w) -> (B, H, W)
+    int64. This is what AlignSeg's released evaluation does (argmax of the cosines at 28 x 28, labels resized to
+    100 x 100); :func:`segment_by_argmax` interpolates the scores first, so the two differ along region borders."""
+    return upsample_labels(scores.argmax(dim=1), size)
+
+
+__all__ = ["l2_normalise", "token_prototype_cosine", "prototype_cosine_maps", "segment_by_argmax",
+           "segment_on_grid"]

@@ -300,6 +300,30 @@ def test_a_few_steps_reduce_the_loss(variant):
     assert losses[-1] < losses[0]
 
 
+def test_released_path_argmaxes_on_the_grid_before_upsampling():
+    from nbseg.prototype_scores import segment_by_argmax, segment_on_grid
+
+    # two tokens side by side: token 0 prefers prototype 0 strongly (1.0 vs 0), token 1 prototype 1 weakly (0 vs 0.2)
+    scores = torch.tensor([[[[1.0, 0.0]], [[0.0, 0.2]]]])               # (B=1, K=2, h=1, w=2)
+    assert segment_on_grid(scores, (1, 4)).tolist() == [[[0, 0, 1, 1]]]  # the release: each token's label, nearest
+    # nbseg's path interpolates the scores first: at x = 0.75 prototype 0 still wins (0.25 > 0.15)
+    assert segment_by_argmax(scores, (1, 4)).tolist() == [[[0, 0, 0, 1]]]
+    assert segment_on_grid(scores, 4).shape == (1, 4, 4)
+
+
+def test_saliency_rule_is_a_config_key():
+    from nbseg.saliency import alignseg_saliency, dino_saliency
+
+    crops = torch.rand(2, 3, 32, 32)
+    for rule, fn in (("dino", dino_saliency), ("alignseg-released", alignseg_saliency)):
+        model = tiny_model(saliency=rule)
+        _, mask = model.crop_features(crops)
+        attn = model.backbone.extract(crops).attn
+        assert torch.equal(mask, fn(attn, 0.6).flatten(1)), rule
+    with pytest.raises(ConfigError, match="alignseg-released"):
+        AlignSegConfig(saliency="blurred").validate()
+
+
 def test_predict_provenance_and_config_checks():
     model = tiny_model("paper")
     images = torch.rand(2, 3, 36, 44)                         # not multiples of 8: resized, labels at input size

@@ -129,9 +129,22 @@ def test_evaluation_has_both_protocols_and_the_baselines(full_run):
     ev = run.evaluation
     assert set(zip(ev.table["method"], ev.table["protocol"])) == {
         (m, p) for m in ("AlignSeg (official)", "per-image k-means", "dataset k-means")
-        for p in ("hungarian", "per-image")}
+        for p in ("hungarian", "per-image")} | {("AlignSeg (official)", "per-image-released")}
     assert ev.table["miou"].between(0, 1).all() and (ev.table["n_images"] == EVAL_LIMIT).all()
     assert set(ev.table["scored_at"]) == {"96x96", "100x100"}
+    # every row says how its labels were made; the released row is the release's path, scored at 100x100
+    released = ev.table[ev.table["protocol"] == "per-image-released"].iloc[0]
+    assert released["path"].startswith("AlignSeg release") and released["scored_at"] == "100x100"
+    assert ev.table["path"].notna().all() and ev.table["averaging"].notna().all()
+    grid = predict_features(run.method, ev.features, released_size=100)
+    assert grid.shape == (EVAL_LIMIT, 100, 100)
+    from nbseg.evaluation import evaluate
+    again = evaluate(list(grid), list(ev.features.labels), 4, ev.dataset.num_classes, protocol="per-image",
+                     eval_size=100)
+    assert released["miou"] == pytest.approx(again.miou)
+    # dataset-level rows also carry the STEGO averaging, which can only add zeros to the mean
+    hung = ev.table[ev.table["protocol"] == "hungarian"]
+    assert (hung["miou_stego"] <= hung["miou"] + 1e-9).all()
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["variant"] == "official" and "RANDOM INIT" in m["backbone"] and m["finished"]
     assert "first 6 scored" in m["dataset"] and m["K"] == 4
@@ -227,8 +240,13 @@ def test_tables_label_the_paper_and_this_run(full_run):
     t1 = table_i(run.evaluation)
     paper = t1[t1["source"].str.startswith("paper")]
     assert paper[(paper["method"] == "AlignSeg") & (paper["dataset"] == "PVOC val")]["miou %"].item() == 69.5
+    # each paper row says which protocol produced it: AlignSeg's own per image, the cited baselines dataset-level
+    assert paper.loc[paper["method"] == "AlignSeg", "protocol"].str.startswith("per-image").all()
+    assert paper.loc[paper["method"] != "AlignSeg", "protocol"].str.startswith("dataset-level").all()
     ours = t1[t1["source"].str.startswith("nbseg")]
-    assert len(ours) == 6 and ours["encoder"].str.contains("RANDOM INIT").all()
+    assert len(ours) == 7 and ours["encoder"].str.contains("RANDOM INIT").all()
+    assert ours["protocol"].str.contains("release|nbseg|k-means").all() and (ours["variant"] == "official").all()
+    assert set(ours["averaging"]) == {"classes present or predicted (STEGO)", "per image: classes present in it"}
     assert table_i_wide(t1).shape[0] == len(set(zip(t1["source"], t1["method"], t1["encoder"], t1["evaluation"])))
     t4 = table_iv(run.method, run.evaluation.features, run.evaluation.dataset)
     assert t4.shape[0] == 4 and np.allclose(t4.sum(axis=1), 1.0)
@@ -241,8 +259,16 @@ def test_table_ii_collection(tmp_path):
     assert table_ii_sets(["L_corr only"])["L_corr only"] == {"OVERRIDES": {"alpha": 0.0}}
     (tmp_path / "baseline/10_alignseg").mkdir(parents=True)
     (tmp_path / "baseline/10_alignseg/metrics.json").write_text(json.dumps(
-        {"variant": "official", "K": 10, "alignseg/hungarian/miou": 0.1, "alignseg/per-image/miou": 0.5}))
-    table = collect_table_ii(tmp_path, ["baseline", "L_proto only"])
+        {"variant": "official", "K": 10, "alignseg/hungarian/miou_stego": 0.1, "alignseg/per-image/miou": 0.5,
+         "alignseg/per-image-released/miou": 0.4}))
+    (tmp_path / "K=5/10_alignseg").mkdir(parents=True)
+    (tmp_path / "K=5/10_alignseg/metrics.json").write_text(json.dumps(
+        {"variant": "official", "K": 5, "alignseg/per-image-released/miou": 0.35}))
+    table = collect_table_ii(tmp_path, ["baseline", "L_proto only", "K=5"])
     assert table["status"].tolist()[0] == "ok" and table["status"].tolist()[1].startswith("no metrics.json")
-    assert table["AlignSeg hungarian %"].tolist()[0] == pytest.approx(10.0)
-    assert table[PAPER_COLUMN].tolist() == [73.2, 29.5]
+    assert table["AlignSeg hungarian (STEGO avg) %"].tolist()[0] == pytest.approx(10.0)
+    assert table[PAPER_COLUMN].tolist() == [73.2, 29.5, 69.5]
+    # K differs from the paper's rows: the table compares differences to each side's own baseline
+    ours = table["Δ AlignSeg per-image (released path) % vs baseline (ours)"].tolist()
+    assert ours[0] == 0 and np.isnan(ours[1]) and ours[2] == pytest.approx(-5.0)
+    assert table["Δ vs the paper's baseline (paper)"].tolist() == [0.0, pytest.approx(29.5 - 69.5), -3.7]

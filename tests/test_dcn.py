@@ -264,6 +264,23 @@ def test_foreground_scores_and_detection():
     assert R.detect_foreground(regs).tolist() == [True, False, False, True, False, True]
 
 
+def test_head_reduction_rules_pick_different_foreground():
+    # two regions (top / bottom halves); head 0 sees the top, head 1 the bottom strongly and the top weakly
+    maps = [torch.tensor([[0, 0], [1, 1]]).repeat_interleave(4, 0).repeat_interleave(4, 1)]
+    attn = torch.zeros(1, 2, 2, 2)
+    attn[0, 0] = torch.tensor([[1.0, 1.0], [0.1, 0.1]])
+    attn[0, 1] = torch.tensor([[0.6, 0.6], [3.0, 3.0]])
+    regs = R.list_regions(maps)
+    assert torch.equal(R.head_reduced_attention(attn, "max")[0], torch.tensor([[1.0, 1.0], [3.0, 3.0]]))
+    assert torch.allclose(R.head_reduced_attention(attn, "mean")[0], torch.tensor([[0.8, 0.8], [1.55, 1.55]]))
+    # min: top 0.6 vs bottom 0.1 -> top; max: 1.0 vs 3.0 -> bottom; mean: 0.8 vs 1.55 -> bottom
+    flags = {rule: R.foreground_by_rule(attn, maps, regs, rule)[1].tolist() for rule in R.FOREGROUND_RULES}
+    assert flags == {"min-head": [True, False], "max-head": [False, True], "mean-head": [False, True],
+                     "all": [True, True]}
+    with pytest.raises(ValueError, match="max-head"):
+        R.foreground_by_rule(attn, maps, regs, "median-head")
+
+
 def test_majority_labels_ignore_unlabelled_pixels():
     maps = two_maps()
     gt_a = torch.full((8, 8), 255)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import nbseg.cli
-from nbseg.errors import DataError
+from nbseg.errors import ConfigError, DataError
 from nbseg.evaluation import (
     ConfusionAccumulator,
     confusion_matrix,
@@ -148,6 +148,25 @@ def test_hungarian_with_fewer_clusters_than_classes_gives_iou_zero_to_unserved_c
     assert [result.per_class[c] for c in "012"] == pytest.approx([1.0, 0.75, 0.0])
     assert result.miou == pytest.approx(1.75 / 3)
     assert result.pixel_acc == pytest.approx(5 / 6)
+
+
+def test_mean_over_stego_counts_a_predicted_absent_class_as_zero():
+    # the case: class 2 is predicted on one pixel but absent from the ground truth
+    gt, pred = row(0, 0, 1, 1), row(0, 2, 1, 1)
+    present = evaluate([pred], [gt], 3, 3, mean_over="present")
+    stego = evaluate([pred], [gt], 3, 3, mean_over="stego")
+    assert present.miou == pytest.approx(0.75)                 # (0.5 + 1) / 2
+    assert stego.miou == pytest.approx(0.50)                   # (0.5 + 1 + 0) / 3
+    assert stego.per_class["2"] == 0.0 and math.isnan(present.per_class["2"])
+    # a class neither present nor predicted stays out of the STEGO mean
+    same = evaluate([row(0, 0, 1, 1)], [gt], 3, 3, mean_over="stego")
+    assert same.miou == 1.0 and math.isnan(same.per_class["2"])
+    assert "STEGO" in stego.to_dict()["mean_over_description"] and "(STEGO)" in stego.summary()
+    # the same numbers re-averaged from a result's confusion matrix
+    assert present.miou_over("stego") == pytest.approx(0.50) and stego.miou_over("present") == pytest.approx(0.75)
+    assert present.miou_over("all") == pytest.approx(0.50)
+    with pytest.raises(ConfigError, match="dataset-level"):
+        evaluate([pred], [gt], 3, 3, protocol="per-image").miou_over("stego")
 
 
 def test_mean_over_present_versus_all():

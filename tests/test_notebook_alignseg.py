@@ -45,6 +45,9 @@ def test_table_ii_smoke_batch(tmp_path):
 
     table = run_table_ii(tmp_path, ["baseline", "L_proto only"], profile="smoke")
     assert table["status"].tolist() == ["ok", "ok"]
-    assert table["AlignSeg hungarian %"].between(0, 100).all()
+    assert table["AlignSeg hungarian (STEGO avg) %"].between(0, 100).all()
+    assert table["AlignSeg per-image (released path) %"].between(0, 100).all()
+    deltas = table["Δ AlignSeg per-image (released path) % vs baseline (ours)"]
+    assert deltas.iloc[0] == 0 and table["Δ vs the paper's baseline (paper)"].tolist() == [0.0, -40.0]
     assert (tmp_path / "table_ii.csv").is_file()
     assert not (tmp_path / "baseline" / NOTEBOOK / "qualitative.png").exists()      # the batch draws no figures

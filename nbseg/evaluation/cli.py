@@ -60,8 +60,10 @@ def register_cli(subparsers) -> None:
                         "released evaluation does with N=100; then their sizes may differ (default: score at "
                         "the files' resolution, which must match)")
     p.add_argument("--mean-over", choices=MEAN_OVER, default="present",
-                   help="average IoU over classes present in the ground truth (STEGO's nanmean) or over all C "
-                        "classes (default: present; the per-image protocol only allows present)")
+                   help="average IoU over the classes present in the ground truth (present), over those present "
+                        "or predicted, a predicted class absent from the ground truth scoring 0 (stego: STEGO's "
+                        "and TransFGU's nanmean), or over all C classes (default: present; the per-image "
+                        "protocol only allows present)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report "
                                                        "(notes about inferred values then go to stderr)")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")

@@ -36,7 +36,13 @@ from nbseg.cluster import upsample_labels
 from nbseg.errors import ConfigError, DataError
 
 PROTOCOLS = ("hungarian", "many-to-one", "per-image")
-MEAN_OVER = ("present", "all")
+MEAN_OVER = ("present", "stego", "all")
+MEAN_OVER_DESCRIPTIONS = {
+    "present": "mean over the classes present in the ground truth",
+    "stego": "mean over the classes present in the ground truth or predicted (STEGO / TransFGU: a class predicted "
+             "but absent from the ground truth counts as IoU 0)",
+    "all": "mean over all classes (absent and never predicted = 0)",
+}
 PROTOCOL_DESCRIPTIONS = {
     "hungarian": "dataset-level confusion matrix, one-to-one Hungarian matching",
     "many-to-one": "dataset-level confusion matrix, each cluster to its majority class",
@@ -258,6 +264,24 @@ class EvalResult:
     def n_scored_classes(self) -> int:
         return sum(not math.isnan(v) for v in self.per_class.values())
 
+    def miou_over(self, mean_over: str) -> float:
+        """This dataset-level result's mIoU under another averaging (``MEAN_OVER``), from its folded confusion
+        matrix: e.g. ``result.miou_over("stego")`` beside a paper that scores the STEGO way. Not defined for the
+        per-image protocol (it only averages the classes present in each image)."""
+        _check_mean_over(mean_over)
+        if self.protocol == "per-image" or self.confusion is None:
+            raise ConfigError(f"miou_over needs a dataset-level result with its confusion matrix, not "
+                              f"{self.protocol!r}")
+        matched = np.asarray(self.confusion, dtype=np.int64)
+        unmatched = np.zeros(matched.shape[1], np.int64) if self.unmatched is None else np.asarray(self.unmatched)
+        gt_pixels = matched.sum(0) + unmatched
+        iou = _per_class_iou(matched, gt_pixels)
+        if mean_over == "present":
+            return _nanmean(np.where(gt_pixels > 0, iou, np.nan))
+        if mean_over == "stego":
+            return _nanmean(iou)
+        return float(np.nan_to_num(iou, nan=0.0).mean()) if iou.size else math.nan
+
     def to_dict(self) -> dict:
         """JSON-safe dictionary (NaN -> None, arrays -> lists)."""
         out = {
@@ -268,6 +292,7 @@ class EvalResult:
             "protocol": self.protocol,
             "protocol_description": PROTOCOL_DESCRIPTIONS.get(self.protocol, "matching given by the caller"),
             "mean_over": self.mean_over,
+            "mean_over_description": MEAN_OVER_DESCRIPTIONS.get(self.mean_over, ""),
             "n_scored_classes": self.n_scored_classes,
             "n_clusters": self.n_clusters,
             "n_classes": self.n_classes,
@@ -310,8 +335,9 @@ class EvalResult:
         if self.protocol == "per-image":
             averaged = "mean over images of the mean over the classes present in each"
         else:
-            averaged = (f"mean over {self.n_scored_classes} present classes" if self.mean_over == "present"
-                        else f"mean over all {len(self.per_class)} classes")
+            averaged = {"present": f"mean over {self.n_scored_classes} present classes",
+                        "stego": f"mean over {self.n_scored_classes} classes present or predicted (STEGO)"}.get(
+                self.mean_over, f"mean over all {len(self.per_class)} classes")
         text = f"{self.protocol}: mIoU {100 * self.miou:.2f} ({averaged}), pixel acc {100 * self.pixel_acc:.2f}"
         if self.protocol == "per-image" and self.miou_excl_first is not None:
             text += f", mIoU excl. first present class {100 * self.miou_excl_first:.2f}"
@@ -348,9 +374,12 @@ def scores_from_confusion(confusion, mapping, class_names: Sequence[str] | None 
 
     Pixels of clusters mapped to -1 are errors: false negatives for their gt class, false positives for none.
     Pixel accuracy = matched pixels / all counted pixels. ``mean_over``:
-    ``"present"``: mIoU averages the classes with at least one gt pixel; ``per_class`` is NaN for the others.
-        This is STEGO's nanmean, except that STEGO also counts (with IoU 0) a class absent from the ground truth
-        that received predictions; we leave such classes out, since there is nothing of them to segment.
+    ``"present"``: mIoU averages the classes with at least one gt pixel; ``per_class`` is NaN for the others
+        (a class predicted but absent from the ground truth is left out: there is nothing of it to segment).
+    ``"stego"``: STEGO's and TransFGU's nanmean of TP / (TP + FP + FN): a class is NaN only when it is neither in
+        the ground truth nor predicted, so a class predicted but absent from the ground truth counts as IoU 0.
+        Use it beside papers that score this way (gt [0,0,1,1], pred [0,2,1,1], K = C = 3: 0.50, against 0.75
+        for ``"present"``).
     ``"all"``: mIoU averages all C classes; a class absent and never predicted counts as 0.
     """
     _check_mean_over(mean_over)
@@ -362,6 +391,8 @@ def scores_from_confusion(confusion, mapping, class_names: Sequence[str] | None 
     iou = _per_class_iou(matched, gt_pixels)
     if mean_over == "present":
         iou = np.where(gt_pixels > 0, iou, np.nan)
+        miou = _nanmean(iou)
+    elif mean_over == "stego":                  # NaN only where union = 0 (_per_class_iou)
         miou = _nanmean(iou)
     else:
         iou = np.nan_to_num(iou, nan=0.0)

@@ -70,13 +70,15 @@ class Evaluation(Protocol):
 class Ablation:
     """One named change of a method's settings (config ``overrides``; ``smoke_overrides`` replace them in the smoke
     profile where the change does not fit a tiny run; ``epoch_scale`` multiplies the epochs after the config is
-    resolved) and the paper's number for the same change, when the paper reports one."""
+    resolved) and the paper's number for the same change, when the paper reports one (``paper_value``; and
+    ``paper_baseline``, the paper's row it differs from, so tables can compare deltas when the settings differ)."""
 
     overrides: Mapping[str, Any] = field(default_factory=dict)
     paper_row: str = ""
     paper_value: float | None = None
     epoch_scale: int = 1
     smoke_overrides: Mapping[str, Any] = field(default_factory=dict)
+    paper_baseline: float | None = None     # the paper's number this change is measured from (its delta's origin)
 
     def parameters(self) -> dict:
         """What the ablation changes, for tables: ``{"overrides": ..., "epoch_scale": ...}`` (non-defaults only)."""
@@ -120,10 +122,16 @@ class MethodSpec:
             by 100).
         ablation_run_folder / ablation_table: each ablation runs in ``OUT/<ablation>/<ablation_run_folder>``; the
             table is written to ``OUT/<ablation_table>``.
+        ablation_delta_column: a column of the ablation table whose difference to the ``"baseline"`` ablation is
+            shown beside the paper's difference (``paper_value - paper_baseline``), for settings that differ from
+            the paper's (optional).
         paper: the paper's reported numbers (:class:`PaperNumbers`); ``paper_column``: the ablation table's column
             of the paper's number for the same change (names the paper's setting).
         epoch_evaluator: ``(cfg, backbone, limit, progress) -> (model -> {name: value})`` scored at every epoch end
             by ``nbseg train --epoch-eval`` (optional).
+        claims: ``() -> [nbseg.claims.Claim]``: the paper's central claims as rows of ``nbseg claims`` (optional;
+            each a claim, the paper's evidence and ``measure(ctx, seed) -> Measurement``; see
+            :mod:`nbseg.claims.base`).
     """
 
     name: str
@@ -143,9 +151,11 @@ class MethodSpec:
     ablation_columns: Mapping[str, str] = field(default_factory=dict)
     ablation_run_folder: str = "run"
     ablation_table: str = "ablations.csv"
+    ablation_delta_column: str | None = None
     paper: PaperNumbers | None = None
     paper_column: str = "paper (as reported)"
     epoch_evaluator: Callable[..., Callable] | None = None
+    claims: Callable[[], Any] | None = None
 
     @property
     def kind(self) -> str:

@@ -199,7 +199,9 @@ def run_ablations(spec: MethodSpec, out_dir: str | Path, names=None, *, profile:
 def collect_ablations(spec: MethodSpec, out_dir: str | Path, names) -> pd.DataFrame:
     """One row per ablation: its overrides, the settings and scores of its ``metrics.json`` (columns from
     ``spec.ablation_columns``; those ending in ``%`` scaled by 100), what produced it, and the paper's number for the
-    same change (labelled as the paper's). A run without ``metrics.json`` gets a row whose ``status`` says so."""
+    same change (labelled as the paper's). A run without ``metrics.json`` gets a row whose ``status`` says so. With
+    ``spec.ablation_delta_column``, two more columns: each row's difference to the ``baseline`` ablation, and the
+    paper's difference for the same change."""
     rows = []
     for name in names:
         ablation = spec.ablations[name]
@@ -218,7 +220,16 @@ def collect_ablations(spec: MethodSpec, out_dir: str | Path, names) -> pd.DataFr
             row["status"] = f"no metrics.json at {path}"
         row.update({"paper row": ablation.paper_row, spec.paper_column: ablation.paper_value})
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    column = spec.ablation_delta_column
+    if column and column in table and (table["ablation"] == "baseline").any():
+        # settings that differ from the paper's (e.g. K) make absolute numbers incomparable: compare differences
+        base = pd.to_numeric(table.loc[table["ablation"] == "baseline", column], errors="coerce").iloc[0]
+        table[f"Δ {column} vs baseline (ours)"] = pd.to_numeric(table[column], errors="coerce") - base
+        table["Δ vs the paper's baseline (paper)"] = [
+            None if a.paper_value is None or a.paper_baseline is None else round(a.paper_value - a.paper_baseline, 2)
+            for a in (spec.ablations[n] for n in table["ablation"])]
+    return table
 
 
 __all__ = ["load_method_config", "train_method", "load_trained", "run_method", "MethodRun", "ablation_names",

@@ -1,5 +1,5 @@
-"""AlignSeg (Liu et al., "Self-supervised semantic segmentation via alignment", TPAMI 2024), registered as
-``alignseg``.
+"""AlignSeg (Liu et al., "Rethinking Self-Supervised Semantic Segmentation: Achieving End-to-End Segmentation",
+TPAMI 2024), registered as ``alignseg``.
 
 * :mod:`~nbseg.methods.alignseg.model` - config, decoder, the model (``training_step``, ``scores_from_features``,
   ``predict``, ``provenance``), the training and evaluation datasets.
@@ -7,12 +7,15 @@
 * :mod:`~nbseg.methods.alignseg.evaluation` - both protocols beside k-means; the notebook's workflows.
 * :mod:`~nbseg.methods.alignseg.figures` - Tables I, II, IV and Figs. 7-9.
 * :mod:`~nbseg.methods.alignseg.ablations` - Table II as data; :mod:`~nbseg.methods.alignseg.paper` - the numbers.
+* :mod:`~nbseg.methods.alignseg.claims` - the paper's central claims as rows of ``nbseg claims``.
 * ``nbseg/configs/alignseg_{world,voc,cocostuff27}.yaml`` - the shipped configs.
 """
 from pathlib import Path
 
 from nbseg.data.multicrop import collate_multicrop
-from nbseg.methods.alignseg.ablations import PAPER_COLUMN, SMOKE_SETS, TABLE_COLUMNS, TABLE_CSV, TABLE_II, RUN_FOLDER
+from nbseg.methods.alignseg.ablations import (DELTA_COLUMN, PAPER_COLUMN, SMOKE_SETS, TABLE_COLUMNS, TABLE_CSV,
+                                             TABLE_II, RUN_FOLDER)
+from nbseg.methods.alignseg.claims import alignseg_claims
 from nbseg.methods.alignseg.evaluation import epoch_evaluator, evaluate_alignseg
 from nbseg.methods.alignseg.figures import evaluation_figures
 from nbseg.methods.alignseg.losses import check_variant
@@ -50,11 +53,13 @@ SPEC = register(MethodSpec(
     ablation_columns=TABLE_COLUMNS,
     ablation_run_folder=RUN_FOLDER,
     ablation_table=TABLE_CSV,
+    ablation_delta_column=DELTA_COLUMN,
     paper=PaperNumbers(source=PAPER_SOURCE, setting="PASCAL VOC 2012 val, DINO ViT-S/16",
                        values={f"table_ii/{part}/{row}": v for part, rows in PAPER_TABLE_II.items()
                                for row, v in rows.items()}),
     paper_column=PAPER_COLUMN,
     epoch_evaluator=epoch_evaluator,
+    claims=alignseg_claims,
 ))
 
 __all__ = ["SPEC", "AlignSeg", "AlignSegConfig", "AlignSegDecoder", "AlignSegDecoderLayer", "CropFeatureCache",

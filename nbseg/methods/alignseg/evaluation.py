@@ -24,13 +24,13 @@ import torch
 
 from nbseg.errors import ConfigError
 from nbseg.evaluation import evaluate
-from nbseg.evaluation.baselines import (BOTH_PROTOCOLS, PER_IMAGE_SIZE, KMeansBaselines, kmeans_baselines,
-                                       score_rows)
+from nbseg.evaluation.baselines import (BOTH_PROTOCOLS, PATH_NBSEG, PATH_RELEASED, PER_IMAGE_SIZE, RELEASED_PROTOCOL,
+                                       KMeansBaselines, kmeans_baselines, score_row, score_rows)
 from nbseg.features import extract_dataset
 from nbseg.methods import workflow
 from nbseg.methods.alignseg.model import AlignSeg, AlignSegConfig, evaluation_dataset
 from nbseg.methods.base import get_method
-from nbseg.prototype_scores import segment_by_argmax
+from nbseg.prototype_scores import segment_by_argmax, segment_on_grid
 
 PROTOCOLS = BOTH_PROTOCOLS
 
@@ -103,15 +103,22 @@ def epoch_evaluator(cfg: AlignSegConfig, backbone, *, limit: int | None = None, 
 # Prediction and scores
 # ----------------------------------------------------------------------------------------------------------
 
-def predict_features(method: AlignSeg, features, batch_size: int = 64) -> torch.Tensor:
-    """AlignSeg labels (N, H, W) int64 at ``features.image_size`` from cached frozen tokens (a
-    :class:`nbseg.probes.FeatureSet`): Eq. (1)-(3), identical to ``method.predict(features.images)`` since the
-    backbone is frozen."""
+def predict_features(method: AlignSeg, features, batch_size: int = 64, *, released_size: int | None = None
+                     ) -> torch.Tensor:
+    """AlignSeg labels (N, H, W) int64 from cached frozen tokens (a :class:`nbseg.probes.FeatureSet`).
+
+    Default (nbseg's path): Eq. (1)-(3) at ``features.image_size``, cosines upsampled bilinearly then argmax,
+    identical to ``method.predict(features.images)`` since the backbone is frozen. ``released_size=100``: the
+    released evaluation's path instead, argmax on the token grid and labels resized (nearest) to 100 x 100
+    (:func:`nbseg.prototype_scores.segment_on_grid`)."""
     out = []
     for start in range(0, len(features.patches), batch_size):
         sim = method.scores_from_features(features.patches[start:start + batch_size])
-        out.append(segment_by_argmax(sim, features.image_size).cpu())
-    return torch.cat(out) if out else torch.empty(0, *features.image_size, dtype=torch.long)
+        labels = (segment_by_argmax(sim, features.image_size) if released_size is None
+                  else segment_on_grid(sim, released_size))
+        out.append(labels.cpu())
+    size = features.image_size if released_size is None else (released_size, released_size)
+    return torch.cat(out) if out else torch.empty(0, *size, dtype=torch.long)
 
 
 def image_prototypes(method: AlignSeg, features, batch_size: int = 64) -> torch.Tensor:
@@ -154,8 +161,10 @@ class AlignSegEvaluation:
             name = "alignseg" if r["method"].startswith("AlignSeg") else r["method"]
             out[f"{name}/{r['protocol']}/miou"] = float(r["miou"])
             out[f"{name}/{r['protocol']}/pixel_acc"] = float(r["pixel_acc"])
-            if r["protocol"] == "per-image" and r.get("miou_excl_first") is not None:
+            if r["protocol"].startswith("per-image") and r.get("miou_excl_first") is not None:
                 out[f"{name}/{r['protocol']}/miou_excl_first"] = float(r["miou_excl_first"])
+            if r.get("miou_stego") is not None and not pd.isna(r["miou_stego"]):
+                out[f"{name}/{r['protocol']}/miou_stego"] = float(r["miou_stego"])
         out.update(self.extra)
         return out
 
@@ -163,13 +172,19 @@ class AlignSegEvaluation:
         """The scores as a text table (mIoU and pixel accuracy in %), with the backbone and dataset."""
         d = self.description
         shown = self.table.copy()
-        for column in ("miou", "pixel_acc", "miou_excl_first"):
+        for column in ("miou", "pixel_acc", "miou_excl_first", "miou_stego"):
             shown[column] = 100 * shown[column].astype(float)
-        columns = ["method", "K", "protocol", "scored_at", "miou", "pixel_acc", "miou_excl_first", "n_images"]
+        columns = ["method", "K", "protocol", "scored_at", "miou", "miou_stego", "pixel_acc", "miou_excl_first",
+                   "n_images"]
         text = shown[columns].rename(columns={"miou": "mIoU %", "pixel_acc": "pixel acc %",
+                                              "miou_stego": "mIoU STEGO avg %",
                                               "miou_excl_first": "mIoU excl. first %"}).to_string(
             index=False, float_format=lambda v: f"{v:.2f}", na_rep="-")
-        return f"AlignSeg ({d['variant']} variant)\nscored on {d['dataset']} with {d['backbone']}\n{text}"
+        paths = "; ".join(f"{p}" for p in dict.fromkeys(self.table["path"]))
+        return (f"AlignSeg ({d['variant']} variant, saliency {d.get('saliency', '?')})\nscored on {d['dataset']} "
+                f"with {d['backbone']}\n{text}\nmIoU % averages the classes present in the ground truth; STEGO "
+                f"avg also counts a predicted class absent from it as 0. {RELEASED_PROTOCOL}: the per-image "
+                f"protocol on labels made as released. Label paths: {paths}")
 
 
 def describe(method: AlignSeg, dataset) -> dict:
@@ -180,6 +195,7 @@ def describe(method: AlignSeg, dataset) -> dict:
             "weights_sha256": method.provenance()["weights_sha256"], "random_init": bool(bb.random_init),
             "dataset": dataset.describe(), "K": method.cfg.n_prototypes, "L": method.cfg.n_layers,
             "v_l": method.cfg.n_local, "h": method.cfg.h, "alpha": method.cfg.alpha, "beta": method.cfg.beta,
+            "saliency": method.cfg.saliency if method.cfg.use_saliency else "none",
             "epochs": method.cfg.epochs, "batch_size": method.cfg.batch_size, "seed": method.cfg.seed}
 
 
@@ -212,7 +228,11 @@ def evaluate_alignseg(method: AlignSeg, dataset=None, *, features=None, limit: i
     desc["n_images"] = len(features.ids)
     K = method.cfg.n_prototypes
     preds = predict_features(method, features)
-    rows = score_rows(preds, features, dataset, K, f"AlignSeg ({method.cfg.variant})", evaluation="End-to-End")
+    name = f"AlignSeg ({method.cfg.variant})"
+    rows = score_rows(preds, features, dataset, K, name, evaluation="End-to-End", path=PATH_NBSEG)
+    released = predict_features(method, features, released_size=PER_IMAGE_SIZE)     # the release's own path
+    rows.append(score_row(released, features, dataset, K, name, "per-image", size=PER_IMAGE_SIZE,
+                          label=RELEASED_PROTOCOL, evaluation="End-to-End", path=PATH_RELEASED))
     baselines = None
     if kmeans is True:
         baselines = kmeans_baselines(features, dataset, k_per_image or K, k_dataset or k_per_image or K, seed=seed)

@@ -1,5 +1,6 @@
-"""AlignSeg (Liu et al., "Self-supervised semantic segmentation via alignment", TPAMI 2024): a frozen ViT, a small
-Transformer decoder with K learnable prototypes, trained by prototype-image and global-local alignment.
+"""AlignSeg (Liu et al., "Rethinking Self-Supervised Semantic Segmentation: Achieving End-to-End Segmentation",
+TPAMI 2024): a frozen ViT, a small Transformer decoder with K learnable prototypes, trained by prototype-image and
+global-local alignment.
 
 Pieces (Sec. IV of the paper; the released code as described in docs/official_implementations.md Sec. 3):
 
@@ -20,16 +21,22 @@ Where the paper and the released code differ, ``AlignSegConfig.variant`` picks (
   the fg pairs; ``official`` = temperature-1 softmax over the clamped cosines, spatially centred target,
   ``0.15 * sum`` over the batch and the fg pairs.
 * Total: ``paper`` = alpha L_proto + beta L_corr (Eq. 11, alpha and beta from the config); ``official`` = the sum
-  (set alpha = beta = 1, as the shipped configs do).
+  (set alpha = beta = 1, as the shipped configs do). The paper never states beta. With alpha = beta = 1 the two
+  terms are far apart in gradient at initialisation, because Eq. (4) sums over the K prototypes while our Eq. (10)
+  is a mean. ``benchmarks/alignseg_grad_balance.py`` (embedded backbone, caption tags, not DINO; 32 world train
+  images; mean of seeds 0-2) measured the decoder-gradient norms: ``paper`` L_proto 4.14 against L_corr 0.074 (56 x),
+  so L_corr hardly trains; ``official`` 0.47 against 0.97. ``nbseg ablate alignseg`` sweeps beta.
 * Decoder layers: ``paper`` chains the layers (layer l+1 refines layer l's prototypes); ``official`` reproduces the
   released loop, in which every layer restarts from the raw learned prototypes, so only the last layer counts. This
   only matters for L > 1 (the default is L = 1).
 
 The same in both variants: each crop is decoded separately with the same prototypes (the paper's Eq. 1 per crop,
 the released code's per-chunk decoding - here crops are batch entries, which is the same computation); the mask is
-fg(global token) AND fg(local token) (Eq. 9) from AlignSeg's saliency (head mean -> Gaussian blur -> keep 60% of the
-mass -> drop components of <= 2 patches, :func:`nbseg.saliency.alignseg_saliency`), computed on the global and on
-every local crop; no geometric-overlap mask; h per dataset (0.11 VOC, 0.10 COCO in the released configs).
+fg(global token) AND fg(local token) (Eq. 9), computed on the global and on every local crop; no geometric-overlap
+mask; h per dataset (0.11 VOC, 0.10 COCO in the released configs). The saliency rule is ``AlignSegConfig.saliency``
+(recorded in every evaluation): ``"alignseg-released"`` (default, what the release runs: head mean -> Gaussian blur
+-> keep 60% of the mass -> drop components of <= 2 patches, :func:`nbseg.saliency.alignseg_saliency`) or ``"dino"``
+(the paper's words, "exactly as DINO": keep 60% of the head-mean mass, :func:`nbseg.saliency.dino_saliency`).
 
 Our choices, stated:
 
@@ -75,8 +82,12 @@ from nbseg.methods.alignseg.losses import VARIANTS, alignseg_loss_terms, check_v
 from nbseg.methods.base import frozen_backbone
 from nbseg.prototype_scores import prototype_cosine_maps, segment_by_argmax
 from nbseg.runs import backbone_facts
-from nbseg.saliency import alignseg_saliency
+from nbseg.saliency import alignseg_saliency, dino_saliency
 from nbseg.train import TrainConfig
+
+# The saliency mask of Eq. (9): the release's blurred rule, or DINO's keep-the-mass rule the paper names.
+# (B, heads, h, w) attention, fraction -> (B, h, w) bool.
+SALIENCY_RULES = {"alignseg-released": alignseg_saliency, "dino": dino_saliency}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -114,6 +125,7 @@ class AlignSegConfig(TrainConfig):
     min_intersection: float = 0.05
     # attention-map constraint
     use_saliency: bool = True
+    saliency: str = "alignseg-released"  # SALIENCY_RULES: "alignseg-released" (as released) | "dino" (paper's words)
     saliency_fraction: float = 0.6
     # losses
     h: float = 0.3                       # world default; 0.11 VOC (released)
@@ -147,6 +159,8 @@ class AlignSegConfig(TrainConfig):
             raise ConfigError(f"n_prototypes must be >= 2, got {self.n_prototypes}")
         if self.n_layers < 1:
             raise ConfigError(f"n_layers must be >= 1, got {self.n_layers}")
+        if self.saliency not in SALIENCY_RULES:
+            raise ConfigError(f"saliency: {self.saliency!r} is not one of {list(SALIENCY_RULES)}")
         if not 0 < self.saliency_fraction <= 1:
             raise ConfigError(f"saliency_fraction is a fraction of the attention mass in (0, 1], got "
                               f"{self.saliency_fraction}")
@@ -271,7 +285,8 @@ class AlignSeg(nn.Module):
             feats = self.backbone.extract(crops)
             tokens = feats.patches.flatten(1, 2).clone()        # leave inference mode: autograd may save it
             if self.cfg.use_saliency:
-                mask = alignseg_saliency(feats.attn, self.cfg.saliency_fraction).flatten(1).clone()
+                rule = SALIENCY_RULES[self.cfg.saliency]
+                mask = rule(feats.attn, self.cfg.saliency_fraction).flatten(1).clone()
             else:
                 mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         return tokens, mask
@@ -353,7 +368,7 @@ class AlignSeg(nn.Module):
         c = self.cfg
         return (self.backbone.name, self.backbone.weights_sha256, c.data, c.data_root, c.split, c.global_size,
                 tuple(c.global_scale), c.local_size, tuple(c.local_scale), c.min_intersection, c.use_saliency,
-                c.saliency_fraction)
+                c.saliency, c.saliency_fraction)
 
     def parameter_groups(self) -> list[dict]:
         """AdamW groups as released: weight decay ``cfg.weight_decay`` on the decoder's weight matrices, 0 on biases,
@@ -420,5 +435,5 @@ def evaluation_dataset(cfg: AlignSegConfig, split: str | None = None):
                         **extra)
 
 
-__all__ = ["AlignSeg", "AlignSegConfig", "AlignSegDecoder", "AlignSegDecoderLayer", "CropFeatureCache",
-           "training_dataset", "evaluation_dataset", "check_variant"]
+__all__ = ["SALIENCY_RULES", "AlignSeg", "AlignSegConfig", "AlignSegDecoder", "AlignSegDecoderLayer",
+           "CropFeatureCache", "training_dataset", "evaluation_dataset", "check_variant"]

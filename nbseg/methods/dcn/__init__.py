@@ -7,12 +7,14 @@
 * :mod:`~nbseg.methods.dcn.evaluation` - the paper's evaluation and the notebook's workflows;
   :mod:`~nbseg.methods.dcn.figures` - figures and the region explorer.
 * :mod:`~nbseg.methods.dcn.ablations` - k, stages, foreground rule; :mod:`~nbseg.methods.dcn.paper` - the numbers.
+* :mod:`~nbseg.methods.dcn.claims` - the paper's central claims as rows of ``nbseg claims``.
 * ``nbseg/configs/dcn_{world,voc}.yaml`` - the shipped configs.
 """
 from pathlib import Path
 
 from nbseg.methods.base import MethodSpec, PaperNumbers, register
 from nbseg.methods.dcn.ablations import ABLATION_COLUMNS, ABLATIONS, PAPER_COLUMN, SMOKE_ABLATIONS
+from nbseg.methods.dcn.claims import dcn_claims
 from nbseg.methods.dcn.evaluation import SMOKE_PROFILE, SMOKE_VAL_LIMIT, evaluate_dcn
 from nbseg.methods.dcn.figures import evaluation_figures
 from nbseg.methods.dcn.model import (DCN, DCNConfig, DCNDecoder, PrototypeAttention, UpdateBlock, count_regions,
@@ -46,6 +48,7 @@ SPEC = register(MethodSpec(
                        values={**{f"table_1/{name}": v for name, v, _ in PAPER_TABLE_1},
                                **{f"table_2/k={k}/miou": v[0] for k, v in PAPER_TABLE_2.items()}}),
     paper_column=PAPER_COLUMN,
+    claims=dcn_claims,
 ))
 
 __all__ = ["SPEC", "DCN", "DCNConfig", "DCNDecoder", "UpdateBlock", "PrototypeAttention", "soft_assignment",

@@ -10,8 +10,9 @@ computed, embedding, foreground score and flag, ground-truth label).
   pixels outside the region to 0 *after* normalisation, take the backbone's CLS token; the backbone runs on
   batches of ``batch_size`` crops.
 * :func:`foreground_scores` / :func:`detect_foreground` - Sec. 4.1.2: per-pixel attention = minimum over the last
-  block's heads; a region's score = the sum over its pixels; 2-means on the scores of one image's regions; the
-  cluster with the higher scores is foreground.
+  block's heads (the text; its argument reads as a maximum, and the mean is a third choice: ``DCNConfig.foreground``);
+  a region's score = the sum over its pixels; 2-means on the scores of one image's regions; the cluster with the
+  higher scores is foreground.
 * :func:`kmeans_table` - Table 1: k-means of the foreground regions' embeddings into C classes, background regions
   kept as one more cluster, dataset-level Hungarian mIoU (:mod:`nbseg.evaluation`), one k-means per seed -> mean and
   std over seeds.
@@ -208,22 +209,35 @@ def region_embeddings(backbone, images: Sequence[torch.Tensor], region_maps: Seq
 
 def min_head_attention(attn: torch.Tensor) -> torch.Tensor:
     """Per-pixel attention: the minimum over the heads. attn (N, heads, h, w) -> (N, h, w)."""
-    return attn.float().amin(1)
+    return head_reduced_attention(attn, "min")
+
+
+# Sec. 4.1.2 says "the minimum of each attention head" but argues that a foreground pixel "appears in at least one
+# head", which is a maximum: both readings, and the mean, are a config key (DCNConfig.foreground).
+HEAD_REDUCTIONS = {"min": lambda a: a.amin(1), "max": lambda a: a.amax(1), "mean": lambda a: a.mean(1)}
+
+
+def head_reduced_attention(attn: torch.Tensor, heads: str = "min") -> torch.Tensor:
+    """Per-pixel attention reduced over the heads (``heads``: "min" | "max" | "mean"). (N, heads, h, w) -> (N, h, w)."""
+    if heads not in HEAD_REDUCTIONS:
+        raise ValueError(f"head reduction {heads!r} is not one of {list(HEAD_REDUCTIONS)}")
+    return HEAD_REDUCTIONS[heads](torch.as_tensor(attn).float())
 
 
 # How regions are split into foreground and background (``DCNConfig.foreground``; ``nbseg ablate dcn``):
-# "min-head" is the paper's rule (Sec. 4.1.2); "mean-head" averages the heads instead of taking their minimum;
-# "all" skips the detection (every region foreground, so Table 1's k-means sees the background regions too).
-FOREGROUND_RULES = ("min-head", "mean-head", "all")
+# "min-head" is the paper's printed rule (Sec. 4.1.2); "max-head" its argument's reading; "mean-head" averages the
+# heads; "all" skips the detection (every region foreground, so Table 1's k-means sees the background regions too).
+FOREGROUND_RULES = ("min-head", "max-head", "mean-head", "all")
+HEAD_RULES = FOREGROUND_RULES[:3]            # the rules that read the attention (DCN evaluation reports all three)
 
 
 def foreground_scores(attn: torch.Tensor, region_maps: Sequence[torch.Tensor], regions: Regions,
                       heads: str = "min") -> torch.Tensor:
-    """A region's foreground score: the sum, over its pixels, of the head-minimum (``heads="min"``, the paper) or
-    head-mean (``"mean"``) attention upsampled (bilinear) to the region map's size. attn (N, heads, h, w) for the
-    N images -> (R,) float32."""
+    """A region's foreground score: the sum, over its pixels, of the head-minimum (``heads="min"``, the paper's
+    text), head-maximum (``"max"``, its argument) or head-mean (``"mean"``) attention upsampled (bilinear) to the
+    region map's size. attn (N, heads, h, w) for the N images -> (R,) float32."""
     attn = torch.as_tensor(attn)
-    per_pixel = min_head_attention(attn) if heads == "min" else attn.float().mean(1)
+    per_pixel = head_reduced_attention(attn, heads)
     scores = torch.zeros(len(regions))
     for n, m in enumerate(_maps(region_maps)):
         rows = torch.nonzero(regions.image == n).flatten()
@@ -254,6 +268,20 @@ def two_means_split(scores: torch.Tensor) -> torch.Tensor:
         if best is None or sse < best:
             best, threshold = sse, s[t]
     return v >= threshold
+
+
+def foreground_by_rule(attn: torch.Tensor, region_maps: Sequence[torch.Tensor], regions: Regions, rule: str
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores (R,) and foreground flags (R,) bool of ``regions`` under a :data:`FOREGROUND_RULES` rule:
+    head-reduced attention summed per region, then per-image 2-means ("all": every region foreground)."""
+    if rule not in FOREGROUND_RULES:
+        raise ValueError(f"foreground rule {rule!r} is not one of {list(FOREGROUND_RULES)}")
+    scores = foreground_scores(attn, region_maps, regions, heads="min" if rule == "all" else rule.split("-")[0])
+    if rule == "all":
+        return scores, torch.ones(len(regions), dtype=torch.bool)
+    scored = regions.select(torch.ones(len(regions), dtype=torch.bool))
+    scored.score = scores
+    return scores, detect_foreground(scored)
 
 
 def detect_foreground(regions: Regions) -> torch.Tensor:
@@ -310,7 +338,11 @@ class SeedTable:
         return np.array([r.pixel_acc for r in self.results])
 
     def summary(self) -> dict:
+        """Means and stds over the seeds; ``miou_stego_*``: the STEGO averaging (a predicted class absent from the
+        ground truth scores 0), for tables beside the paper's numbers."""
+        stego = np.array([r.miou_over("stego") for r in self.results])
         return {"miou_mean": float(self.miou.mean()), "miou_std": float(self.miou.std()),
+                "miou_stego_mean": float(stego.mean()), "miou_stego_std": float(stego.std()),
                 "pixel_acc_mean": float(self.pixel_acc.mean()), "pixel_acc_std": float(self.pixel_acc.std()),
                 "miou_per_seed": self.miou.tolist(), "seeds": list(self.seeds)}
 
@@ -517,9 +549,7 @@ def collect_regions(predict_features: Callable[[torch.Tensor, tuple[int, int]], 
             maps += [predict_features(patches[j:j + 1], size)[0].cpu() for j, size in enumerate(sizes)]
     regions = list_regions(maps)
     attn = torch.from_numpy(np.asarray(cache.attn[:n], np.float32))
-    regions.score = foreground_scores(attn, maps, regions, heads="mean" if foreground == "mean-head" else "min")
-    regions.foreground = (torch.ones(len(regions), dtype=torch.bool) if foreground == "all"
-                          else detect_foreground(regions))
+    regions.score, regions.foreground = foreground_by_rule(attn, maps, regions, foreground)
     if all(g is not None for g in gt):
         regions.label = majority_labels(maps, gt, regions, dataset.num_classes, dataset.ignore_index)
     if embed:
@@ -529,7 +559,8 @@ def collect_regions(predict_features: Callable[[torch.Tensor, tuple[int, int]], 
                        class_names=list(dataset.class_names), description=cache.describe(), ids=list(cache.ids[:n]))
 
 
-__all__ = ["FOREGROUND_RULES", "Regions", "RegionSplit", "SeedTable", "list_regions", "paint", "masked_region_crops",
-           "region_embeddings", "min_head_attention", "foreground_scores", "two_means_split", "detect_foreground",
+__all__ = ["FOREGROUND_RULES", "HEAD_RULES", "Regions", "RegionSplit", "SeedTable", "list_regions", "paint",
+           "masked_region_crops", "region_embeddings", "min_head_attention", "head_reduced_attention",
+           "HEAD_REDUCTIONS", "foreground_scores", "two_means_split", "detect_foreground", "foreground_by_rule",
            "majority_labels", "kmeans_region_labels", "kmeans_table", "knn_classify", "knn_table", "region_view",
            "retrieval_figure", "region_count_correlation", "collect_regions"]
