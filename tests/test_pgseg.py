@@ -286,3 +286,22 @@ def test_ablate_pgseg_smoke(tmp_path):
     assert list(table["ablation"]) == ["groupvit", "official:inpr+tnpr+hrs"] and (table["status"] == "ok").all()
     assert list(table["variant"]) == ["paper", "official"]
     assert table.iloc[0][SPEC.paper_column] == pytest.approx(50.50)
+
+
+def test_a_folder_of_images_with_captions_trains_and_missing_captions_name_the_fix(tmp_path):
+    from nbseg.errors import DataError
+
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f"img{i}.png")
+    lines = [json.dumps({"id": f"img{i}", "captions": [f"a red ball number {i}", "a box"]}) for i in range(3)]
+    (tmp_path / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    cfg = tiny_cfg(data="folder", data_root=str(tmp_path), train_limit=None, batch_size=2)
+    with pytest.raises(DataError, match="have no captions in .*img3"):
+        SPEC.training_dataset(cfg, PGSeg(cfg), progress=False)
+    (tmp_path / "captions.jsonl").write_text("\n".join(lines + [json.dumps({"id": "img3", "captions": ["a kite"]})]))
+    model = PGSeg(cfg)
+    pairs = SPEC.training_dataset(cfg, model, progress=False)
+    item = pairs[(3, 7)]
+    assert len(pairs) == 4 and item["image"].shape == (3, 96, 96) and model.steps_per_epoch == 2
+    assert item["tokens"][1] == model.text_encoder.tokenizer.vocabulary["a"]

@@ -1,16 +1,14 @@
 """Write notebook 13_pgseg (PGSeg: train from captions, groups per stage, EM prototypes, zero-shot segmentation by
-name, Tables 1 and 4 beside the paper's, compactness / richness) from its cell sources, with no outputs. Reuses
-``notebook()`` from ``tools/make_notebooks.py``.
+name, Tables 1 and 4 beside the paper's, compactness / richness) from its cell sources, with no outputs. Written by
+``write_notebook()`` of ``tools/make_notebooks.py``.
 
     python tools/notebooks_pgseg.py        # rewrites notebooks/13_pgseg.ipynb
 """
 import sys
 from pathlib import Path
 
-import nbformat
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_notebooks import NOTEBOOKS, notebook  # noqa: E402
+from make_notebooks import write_notebook  # noqa: E402
 
 STEM = "13_pgseg"
 
@@ -157,13 +155,5 @@ print(f"wrote {out / 'metrics.json'}")
     ]
 
 
-def main() -> Path:
-    NOTEBOOKS.mkdir(exist_ok=True)
-    path = NOTEBOOKS / f"{STEM}.ipynb"
-    nbformat.write(notebook(cells()), path)
-    print("wrote", path)
-    return path
-
-
 if __name__ == "__main__":
-    main()
+    write_notebook(STEM, cells())
