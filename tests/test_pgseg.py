@@ -203,6 +203,10 @@ def test_training_step_predict_and_the_npr_schedule():
     assert model.predict(batch["image"][:2]).max() <= 13
     with pytest.warns(UserWarning, match="moon"):
         model.prompt_embeddings(["moon"])
+    assert model._prompt_cache is not None
+    model.train()
+    model.training_step(batch, 3)
+    assert model._prompt_cache is None                            # prompts are re-encoded after training
 
 
 def test_variants_differ_where_the_released_code_does():
@@ -305,3 +309,11 @@ def test_a_folder_of_images_with_captions_trains_and_missing_captions_name_the_f
     item = pairs[(3, 7)]
     assert len(pairs) == 4 and item["image"].shape == (3, 96, 96) and model.steps_per_epoch == 2
     assert item["tokens"][1] == model.text_encoder.tokenizer.vocabulary["a"]
+
+
+def test_shipped_configs_load_with_the_papers_settings():
+    world, voc = load_method_config(SPEC, "world"), load_method_config(SPEC, "voc")
+    assert (voc.image_size, voc.patch_size, voc.dim, voc.groups_stage1, voc.groups_stage2) == (224, 16, 384, 64, 8)
+    assert (voc.em_iters, voc.ema_momentum, voc.rejection_threshold, voc.pg_temperature) == (10, 0.9, 0.1, 0.1)
+    assert (voc.npr_weight, voc.tnpr_weight, voc.npr_start_epoch, voc.epochs) == (0.1, 0.01, 30, 40)
+    assert world.image_size // world.patch_size == 12 and world.groups_stage2 == 8 and world.variant == "paper"

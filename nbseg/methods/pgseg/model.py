@@ -193,6 +193,7 @@ class PGSeg(nn.Module):
     def training_step(self, batch: dict, step: int = 0) -> dict[str, torch.Tensor]:
         """One step on ``{"image": (B, 3, H, W) in [0, 1], "tokens": (B, L)}`` -> ``loss`` (Eq. 4) and its terms."""
         cfg = self.cfg
+        self._prompt_cache = None                            # the text encoder changes: cached prompts go stale
         out = self.image_encoder.forward_features(batch["image"].float())
         image = self.image_encoder.image_embedding(out.tokens)
         text_features = self.text_encoder.features(batch["tokens"])
