@@ -110,6 +110,9 @@ def register_cli(subparsers) -> None:
                    help="resize the short side to PX before inference (default: the method's inference size, "
                         "AlignSeg's eval_size; 0 keeps each image's size)")
     s.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    s.add_argument("--prompts", default=None, metavar="NAMES",
+                   help="comma-separated class names for text-prompted methods (pgseg): label i+1 is the i-th name "
+                        "when the model has a background threshold, else label i")
     _model_options(s)
 
     a = _command(subparsers, "ablate", _cli_ablate,
@@ -186,11 +189,19 @@ def _cli_evaluate(args) -> int:
 def _cli_segment(args) -> int:
     check_segment_outputs(args.inputs, args.out, args.overwrite)  # before the model is loaded
     spec, model, cfg, _ = load_trained(args.checkpoint, weights=args.weights, device=args.device)
+    if args.prompts is not None:
+        if "prompts" not in {f.name for f in dataclasses.fields(cfg)}:
+            raise ConfigError(f"{spec.title} segments without text: --prompts is for text-prompted methods "
+                              "(pgseg); drop it")
+        names = [n.strip() for n in args.prompts.split(",") if n.strip()]
+        if not names:
+            raise ConfigError(f"--prompts {args.prompts!r} names no class: pass e.g. --prompts \"ball,box\"")
+        model.cfg = cfg = dataclasses.replace(cfg, prompts=",".join(names))
     size = spec.inference_size(cfg) if args.size is None else (args.size or None)
     report = segment_images(model, args.inputs, args.out, size=size, alpha=args.alpha,
                             progress=not args.no_progress, overwrite=args.overwrite)
     print(f"{report.summary()}\nlabel PNGs and overlays in {args.out} (model: {spec.title}, "
-          f"{model.backbone.describe()}, K={cfg.n_prototypes})")
+          f"{model.backbone.describe()}, K={getattr(cfg, 'n_prototypes', None) or len(model.class_names())})")
     return 1 if report.failed else 0
 
 

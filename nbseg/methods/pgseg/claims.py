@@ -1,0 +1,125 @@
+"""The paper's Table-4 claim measured on the world, as a library function (``benchmarks/pgseg.py`` and a claims hook
+call it): "NPR improves zero-shot segmentation" - the same data, steps and seeds for GroupViT alone, + I-NPR,
++ T-NPR, + hard rejection; zero-shot mIoU on the full labels (13 names) and the voc labels (background threshold
+from train); synonym prompts; compactness and richness (Fig. 5-6). Also the zero-shot inference throughput
+against the encoder alone.
+
+The claim is called *supported* on a label set when the full model's mean mIoU exceeds GroupViT's by more than the
+larger of the two seed standard deviations; otherwise the table says it is not.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from nbseg.methods.base import get_method
+from nbseg.methods.pgseg.ablations import TABLE4
+from nbseg.methods.pgseg.paper import PAPER_TABLE_4
+from nbseg.methods.workflow import ablation_config, run_method
+
+COLUMNS = {"pgseg/full/miou": "full mIoU %", "pgseg/voc/miou": "voc mIoU %",
+           "pgseg/full/synonyms_miou": "synonyms full mIoU %", "pgseg/full/hungarian_miou": "full Hungarian mIoU %",
+           "kmeans/full/miou": "k-means full mIoU %", "pgseg/compactness": "compactness",
+           "pgseg/richness": "richness", "pgseg/voc/bg_threshold": "bg threshold (train)",
+           "train_seconds": "train s"}
+
+
+@dataclass
+class Table4Result:
+    """``runs`` (one row per (ablation, seed)), ``summary`` (mean and std per ablation, the paper's number beside
+    it, labelled) and ``verdict`` ({label set: {"gain", "std", "supported"}})."""
+
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    verdict: dict
+
+    def metrics(self) -> dict:
+        out = {}
+        for _, r in self.summary.iterrows():
+            for col in ("full mIoU %", "voc mIoU %", "synonyms full mIoU %", "compactness", "richness"):
+                out[f"table4/{r['ablation']}/{col} mean"] = r[f"{col} mean"]
+                out[f"table4/{r['ablation']}/{col} std"] = r[f"{col} std"]
+        for labels, v in self.verdict.items():
+            out.update({f"table4/claim/{labels}/{k}": val for k, val in v.items()})
+        return out
+
+
+def table4_claim(out_dir: str | Path, *, seeds=(0, 1, 2), ablations=tuple(TABLE4), config=None,
+                 overrides: dict | None = None, eval_limit: int | None = None, progress: bool = False
+                 ) -> Table4Result:
+    """Train and score every ablation of ``ablations`` (names of ``nbseg.methods.pgseg.ablations.ABLATIONS``) for
+    every seed in ``out_dir/<ablation>/seed<k>`` (rerunning resumes; finished runs are only re-scored), with
+    ``overrides`` common to all runs. Returns :class:`Table4Result`."""
+    spec = get_method("pgseg")
+    rows = []
+    for name in ablations:
+        for seed in seeds:
+            cfg = ablation_config(spec, name, config=config, overrides={**(overrides or {}), "seed": seed})
+            run = run_method(spec, cfg, Path(out_dir) / name / f"seed{seed}", progress=progress,
+                             eval_limit=eval_limit)
+            rows.append({"ablation": name, "seed": seed, "variant": cfg.variant, "steps": run.metrics["steps"],
+                         **{col: _percent(key, run.metrics.get(key)) for key, col in COLUMNS.items()}})
+    runs = pd.DataFrame(rows)
+    return Table4Result(runs=runs, summary=summarise(runs), verdict=verdict(runs, ablations[0], ablations[-1]))
+
+
+def _percent(key: str, value):
+    return 100 * value if value is not None and "miou" in key else value
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std (ddof 1) over seeds per ablation, in ``runs`` order, with the paper's Table-4 row."""
+    cols = [c for c in COLUMNS.values() if c in runs]
+    grouped = runs.groupby("ablation", sort=False)[cols]
+    table = grouped.mean().add_suffix(" mean").join(grouped.std(ddof=1).add_suffix(" std")).reset_index()
+    table.insert(1, "seeds", runs.groupby("ablation", sort=False).size().values)
+    paper = {name: PAPER_TABLE_4[row] for name, (_, row) in TABLE4.items()}
+    table["paper VOC mIoU % (derived from the paper's stated gains; not ours)"] = [
+        paper.get(n.split(":")[-1]) for n in table["ablation"]]
+    return table
+
+
+def verdict(runs: pd.DataFrame, base: str, full: str) -> dict:
+    """Per label set: the gain of ``full`` over ``base`` (mean mIoU, points), the larger seed std, supported?"""
+    out = {}
+    for labels, col in (("full", "full mIoU %"), ("voc", "voc mIoU %")):
+        a = runs.loc[runs["ablation"] == base, col].to_numpy(float)
+        b = runs.loc[runs["ablation"] == full, col].to_numpy(float)
+        std = float(max(np.std(a, ddof=1) if len(a) > 1 else 0.0, np.std(b, ddof=1) if len(b) > 1 else 0.0))
+        gain = float(b.mean() - a.mean())
+        out[labels] = {"gain": gain, "std": std, "supported": bool(gain > std and len(a) > 1 and len(b) > 1)}
+    return out
+
+
+@torch.no_grad()
+def zero_shot_throughput(model, images: torch.Tensor, repeats: int = 5) -> dict:
+    """Images/s of zero-shot segmentation (``predict``: encoder, both assignments, prompt affinities, upsampling)
+    against the encoder alone (``forward_features`` + image embedding) on ``images`` (B, 3, H, W); the best of
+    ``repeats`` timings each (prompt embeddings are cached, as in any batch run after the first)."""
+    model.eval()
+    images = images.to(model.device)
+    model.predict(images[:1])                                   # warm-up; fills the prompt cache
+
+    def best(fn):
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return len(images) / min(times)
+
+    def encoder():
+        out = model.image_encoder.forward_features(images)
+        model.image_encoder.image_embedding(out.tokens)
+
+    enc, zs = best(encoder), best(lambda: model.predict(images))
+    return {"encoder images/s": enc, "zero-shot images/s": zs, "ratio": zs / enc, "batch": len(images),
+            "threads": torch.get_num_threads()}
+
+
+__all__ = ["table4_claim", "Table4Result", "summarise", "verdict", "zero_shot_throughput", "COLUMNS"]
