@@ -99,7 +99,9 @@ def bank_images(cfg) -> int | None:
 
 
 def crop_bank_key(cfg, backbone, dataset) -> dict:
+    """The feature cache's key of the bank images (the label set left out: crops do not depend on it) + settings."""
     return {"stage": "transfgu-crop-bank", **cache_key(backbone, dataset, cfg.image_size, bank_images(cfg)),
+            "labels": None,
             "scales": list(cfg.crop_scales), "crop_size": cfg.crop_size, "upscale": cfg.bank_upscale}
 
 

@@ -185,6 +185,49 @@ def evaluate_transfgu(model, *, split: str | None = None, limit: int | None = No
     return TransFGUEvaluation(rows, description, preds, gts, B.load_images(data, 0, len(gts), cfg.image_size))
 
 
-__all__ = ["Prepared", "prepare", "training_dataset", "eval_labels", "pseudo_label_segmentation", "val_patches",
+# ----------------------------------------------------------------------------------------------------------
+# What the notebook shows beside the evaluation
+# ----------------------------------------------------------------------------------------------------------
+
+def concept_quality(cfg, prepared: Prepared) -> dict:
+    """Purity / NMI of the crops' concepts against each crop's majority class (the config's label set), over the
+    crops the concepts were fitted on."""
+    data = open_split(cfg)
+    labels = B.load_labels(data, prepared.bank.cls.shape[0], prepared.bank.size)
+    majority = B.crop_majority_classes(labels, prepared.bank.windows, len(data.class_names))
+    return B.purity_nmi(prepared.concepts.crop_labels(prepared.bank), majority)
+
+
+def gradcam_examples(cfg, backbone, concept_set: B.Concepts, n: int = 4, split: str | None = None):
+    """The first ``n`` images of ``split`` (default: evaluation) with their CLS attention and Grad-CAM maps:
+    images (n, 3, S, S), attention (n, heads, h, w), maps (n, K, h, w)."""
+    from nbseg.methods.transfgu.gradcam import pseudo_label_maps
+
+    images = B.load_images(open_split(cfg, split or cfg.eval_split), 0, n, cfg.image_size)
+    attn = backbone.extract(images).attn
+    return images, attn, pseudo_label_maps(backbone, images, concept_set.centroids, cfg.variant, cfg.gradient,
+                                           mass=cfg.gradcam_mass)
+
+
+def table_3(evaluation: TransFGUEvaluation, curve: pd.DataFrame | None, cfg) -> pd.DataFrame:
+    """This run's Table 3 row (initial pseudo labels, the student after round 1 from the per-epoch curve, the
+    bootstrapped student; mIoU %) beside the paper's rows, labelled as the paper's."""
+    from nbseg.methods.transfgu.paper import PAPER_SETTING, PAPER_SOURCE, PAPER_TABLE_3
+
+    m = evaluation.metrics()
+    trained = None
+    if curve is not None and cfg.refresh_epochs():
+        rows = curve.loc[curve["epoch"] == cfg.refresh_epochs()[0] - 1, "val_miou"]
+        trained = 100 * float(rows.iloc[-1]) if len(rows) else None
+    d = evaluation.description
+    out = [{"source": "nbseg, this run", "dataset": d["dataset"], "encoder": d["backbone_description"],
+            "variant": d["variant"], "initial": 100 * m["pseudo_labels/miou"], "trained": trained,
+            "bootstrapped": 100 * m["student/miou"]}]
+    out += [{"source": PAPER_SOURCE, "dataset": name, "encoder": PAPER_SETTING["encoder"], "variant": "paper",
+             "initial": a, "trained": b, "bootstrapped": c} for name, (a, b, c) in PAPER_TABLE_3.items()]
+    return pd.DataFrame(out)
+
+
+__all__ = ["concept_quality", "gradcam_examples", "table_3", "Prepared", "prepare", "training_dataset", "eval_labels", "pseudo_label_segmentation", "val_patches",
            "student_segmentation", "score", "epoch_evaluator", "TransFGUEvaluation", "evaluate_transfgu",
            "SMOKE_PROFILE", "SMOKE_VAL_LIMIT"]
