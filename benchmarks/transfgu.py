@@ -81,6 +81,9 @@ def markdown(report: dict) -> str:
         cells = [f"{100 * r[f'{k}_mean']:.2f} +- {100 * r[f'{k}_std']:.2f}"
                  for k in ("kmeans", "initial", "trained", "bootstrapped")]
         lines.append(f"| {r['labels']} | {r['n_classes']} | " + " | ".join(cells) + " |")
+    lines += ["", "Crop concepts against each crop's majority class (mean over seeds): "
+              + "; ".join(f"{r['labels']} purity {r['concept_purity_mean']:.3f}, NMI {r['concept_nmi_mean']:.3f}"
+                          for r in s) + "."]
     v = report["table3"]["verdict"]
     lines += ["", f"Verdict: **{'supported' if v['supported'] else 'not supported'}** (stages ordered: "
                   f"{v['stages_ordered']}; gap to k-means grows: {v['gap_grows']})."]

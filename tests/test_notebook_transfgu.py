@@ -55,11 +55,11 @@ def test_cli_train_evaluate_segment(tmp_path, capsys):
     from nbseg.cli import main
 
     run = tmp_path / "run"
-    args = ["train", "transfgu", str(run), *TINY, f"cache_root={tmp_path / 'cache'}", "--eval-limit", "4",
-            "--no-progress"]
-    assert main(args + ["max_steps=2", "--no-eval"]) == 0
+    args = ["train", "transfgu", str(run), *TINY, f"cache_root={tmp_path / 'cache'}"]
+    flags = ["--eval-limit", "4", "--no-progress"]
+    assert main(args + ["max_steps=2"] + flags + ["--no-eval"]) == 0
     assert "stopped at step 2 of 6" in capsys.readouterr().out
-    assert main(args) == 0
+    assert main(args + flags) == 0
     out = capsys.readouterr().out
     assert "finished" in out and "initial pseudo labels (official)" in out and "TransFGU student" in out
     m = json.loads((run / "metrics.json").read_text())

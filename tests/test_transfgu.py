@@ -233,3 +233,37 @@ def test_bad_config_is_a_clear_error():
         TransFGUConfig(variant="nope").validate()
     with pytest.raises(ConfigError, match="thing / stuff counts"):
         TransFGUConfig(data="folder").class_split()
+
+
+def test_world_thing_stuff_counts_match_the_worlds_class_table():
+    from nbseg.world import class_table
+
+    table = class_table()
+    flags = table["full"]["is_thing"]
+    assert TransFGUConfig(labels="full").class_split() == (sum(flags), len(flags) - sum(flags), False)
+    groups = table["coarse"]["full_to_coarse"]
+    thing_groups = {g for g, thing in zip(groups, flags) if thing}
+    n_groups = len(table["coarse"]["names"])
+    assert TransFGUConfig(labels="coarse").class_split() == (len(thing_groups), n_groups - len(thing_groups), False)
+    assert TransFGUConfig(labels="voc").class_split() == (len(table["voc"]["names"]) - 1, 0, True)
+
+
+def test_table3_summary_and_verdict():
+    import pandas as pd
+
+    from nbseg.methods.transfgu.table3 import summarise, verdict
+
+    rows = []
+    for labels, n, base in (("coarse", 3, 0.5), ("full", 13, 0.2)):
+        for seed, jitter in enumerate((-0.01, 0.01)):
+            gain = 0.0 if labels == "coarse" else 0.1
+            rows.append({"labels": labels, "n_classes": n, "seed": seed, "kmeans": base + jitter,
+                         "initial": base + 0.01, "trained": base + 0.02 + gain / 2, "bootstrapped": base + 0.03 + gain,
+                         "concept_purity": 0.5, "concept_nmi": 0.4})
+    s = summarise(pd.DataFrame(rows))
+    assert list(s["labels"]) == ["coarse", "full"] and s["kmeans_std"].tolist() == pytest.approx([0.01, 0.01])
+    assert s["gap_to_kmeans"].tolist() == pytest.approx([0.03, 0.13])
+    assert verdict(s) == {"stages_ordered": True, "gap_grows": True, "supported": True, "why_not": []}
+    s.loc[0, "trained_mean"] = 0.9
+    v = verdict(s)
+    assert not v["supported"] and not v["stages_ordered"] and v["gap_grows"] and "coarse" in v["why_not"][0]

@@ -30,6 +30,15 @@ def notebook(cells):
     return nb
 
 
+def write_notebook(stem: str, cells) -> Path:
+    """Write ``NOTEBOOKS/<stem>.ipynb`` from ``cells`` (the method generators' ``main``)."""
+    NOTEBOOKS.mkdir(exist_ok=True)
+    path = NOTEBOOKS / f"{stem}.ipynb"
+    nbformat.write(notebook(cells), path)
+    print("wrote", path)
+    return path
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Probing notebooks 01-05 (issue #4). They share the parameters every probe takes and one setup cell: the dataset,
 # the backbone asked for and, beside it, the same architecture at random init; each role's features; and the

@@ -7,10 +7,8 @@ sources, with no outputs. Reuses ``notebook()`` from ``tools/make_notebooks.py``
 import sys
 from pathlib import Path
 
-import nbformat
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_notebooks import NOTEBOOKS, notebook  # noqa: E402
+from make_notebooks import write_notebook  # noqa: E402
 
 STEM = "12_transfgu"
 
@@ -159,11 +157,7 @@ print(f"wrote {out / 'metrics.json'}")
 
 
 def main() -> Path:
-    NOTEBOOKS.mkdir(exist_ok=True)
-    path = NOTEBOOKS / f"{STEM}.ipynb"
-    nbformat.write(notebook(cells()), path)
-    print("wrote", path)
-    return path
+    return write_notebook(STEM, cells())
 
 
 if __name__ == "__main__":

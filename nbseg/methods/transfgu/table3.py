@@ -52,8 +52,8 @@ class TokenMemo:
 
 def measure_bootstrapping(base_cfg, run_root: str | Path, backbone, *, label_sets=("coarse", "voc", "full"),
                           seeds=(0, 1, 2), val_limit: int | None = None, progress: bool = False) -> pd.DataFrame:
-    """Rows ``{labels, n_classes, seed, kmeans, initial, trained, bootstrapped}`` (mIoU fractions) for every label
-    set and seed; each run trains (or resumes) in ``run_root/<labels>_seed<seed>``."""
+    """Rows ``{labels, n_classes, seed, kmeans, initial, trained, bootstrapped}`` (mIoU fractions; and the crop
+    concepts' purity / NMI against each crop's majority class) for every label set and seed; each run trains (or resumes) in ``run_root/<labels>_seed<seed>``."""
     from nbseg.methods.base import get_method
     from nbseg.methods.workflow import train_method
 
@@ -69,7 +69,8 @@ def measure_bootstrapping(base_cfg, run_root: str | Path, backbone, *, label_set
             gts = E.eval_labels(cfg, limit=val_limit)
             n_classes = len(open_split(cfg, cfg.eval_split).class_names)
             km = dataset_kmeans_over_seeds(patches, list(gts), n_classes, [int(seed)])["miou_mean"]
-            E.prepare(cfg, backbone, progress=progress, tokens_of=train_tokens)      # training pseudo labels
+            train = E.prepare(cfg, backbone, progress=progress, tokens_of=train_tokens)   # training pseudo labels
+            quality = E.concept_quality(cfg, train)
             val = E.prepare(cfg, backbone, split=cfg.eval_split, limit=len(gts), progress=progress,
                             tokens_of=val_tokens)
             _, _, fg_only = cfg.class_split()
@@ -85,7 +86,8 @@ def measure_bootstrapping(base_cfg, run_root: str | Path, backbone, *, label_set
             final = E.score(E.student_segmentation(model, patches), gts, cfg.n_classes, n_classes)["miou"]
             rows.append({"labels": labels, "n_classes": n_classes, "seed": int(seed), "kmeans": km,
                          "initial": initial, "trained": trained, "bootstrapped": final,
-                         "rounds": int(model.round) + 1, "variant": cfg.variant})
+                         "rounds": int(model.round) + 1, "variant": cfg.variant,
+                         "concept_purity": quality["purity"], "concept_nmi": quality["nmi"]})
     return pd.DataFrame(rows)
 
 
@@ -94,7 +96,7 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     out = []
     for labels, group in rows.groupby("labels", sort=False):
         row = {"labels": labels, "n_classes": int(group["n_classes"].iloc[0]), "seeds": len(group)}
-        for stage in STAGES:
+        for stage in (*STAGES, "concept_purity", "concept_nmi"):
             row[f"{stage}_mean"] = float(group[stage].mean())
             row[f"{stage}_std"] = float(group[stage].std(ddof=0))
         row["gap_to_kmeans"] = row["bootstrapped_mean"] - row["kmeans_mean"]
