@@ -112,7 +112,7 @@ def main(argv=None) -> int:
 
     from nbseg.backbones import load
     from nbseg.config import parse_overrides
-    from nbseg.io import atomic_write_text
+    from nbseg.io import atomic_write_json, atomic_write_text
     from nbseg.methods import get_method
     from nbseg.methods.transfgu import table3 as T
     from nbseg.methods.transfgu.paper import PAPER_TABLE_3
@@ -135,8 +135,14 @@ def main(argv=None) -> int:
                                              "cache_root": str(out / "cache"), **parse_overrides(args.overrides)})
     backbone = load(cfg.backbone, cfg.weights)
     t0 = time.perf_counter()
+    done = []
+
+    def partial(row):                                   # the rows so far, in case the measurement is stopped
+        done.append(row)
+        atomic_write_json(out / "transfgu_rows.partial.json", done)
+
     rows = T.measure_bootstrapping(cfg, out / "runs", backbone, label_sets=args.labels, seeds=args.seeds,
-                                   val_limit=args.val_limit, progress=True)
+                                   val_limit=args.val_limit, progress=True, on_row=partial)
     summary = T.summarise(rows)
     over = T.measure_overclustering(cfg, backbone, args.overcluster, val_limit=args.val_limit,
                                     tokens_of=T.TokenMemo(cfg, backbone, cfg.eval_split))

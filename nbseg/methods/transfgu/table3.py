@@ -51,9 +51,12 @@ class TokenMemo:
 
 
 def measure_bootstrapping(base_cfg, run_root: str | Path, backbone, *, label_sets=("coarse", "voc", "full"),
-                          seeds=(0, 1, 2), val_limit: int | None = None, progress: bool = False) -> pd.DataFrame:
+                          seeds=(0, 1, 2), val_limit: int | None = None, progress: bool = False,
+                          on_row=None) -> pd.DataFrame:
     """Rows ``{labels, n_classes, seed, kmeans, initial, trained, bootstrapped}`` (mIoU fractions; and the crop
-    concepts' purity / NMI against each crop's majority class) for every label set and seed; each run trains (or resumes) in ``run_root/<labels>_seed<seed>``."""
+    concepts' purity / NMI against each crop's majority class) for every label set and seed; each run trains (or
+    resumes) in ``run_root/<labels>_seed<seed>``. Seeds are the outer loop, so an interrupted measurement has every
+    label set for its first seeds; ``on_row(row)`` is called after each row."""
     from nbseg.methods.base import get_method
     from nbseg.methods.workflow import train_method
 
@@ -63,8 +66,8 @@ def measure_bootstrapping(base_cfg, run_root: str | Path, backbone, *, label_set
     val_tokens = TokenMemo(base_cfg, backbone, base_cfg.eval_split)
     patches = E.val_patches(base_cfg, backbone, limit=val_limit, progress=progress)
     rows = []
-    for labels in label_sets:
-        for seed in seeds:
+    for seed in seeds:
+        for labels in label_sets:
             cfg = dataclasses.replace(base_cfg, labels=labels, seed=int(seed), kmeans_seed=int(seed))
             gts = E.eval_labels(cfg, limit=val_limit)
             n_classes = len(open_split(cfg, cfg.eval_split).class_names)
@@ -88,6 +91,8 @@ def measure_bootstrapping(base_cfg, run_root: str | Path, backbone, *, label_set
                          "initial": initial, "trained": trained, "bootstrapped": final,
                          "rounds": int(model.round) + 1, "variant": cfg.variant,
                          "concept_purity": quality["purity"], "concept_nmi": quality["nmi"]})
+            if on_row is not None:
+                on_row(rows[-1])
     return pd.DataFrame(rows)
 
 
