@@ -263,6 +263,7 @@ def pseudo_label_bank(cfg, backbone, dataset, concept_set: Concepts, *, limit: i
     return PseudoLabels(arrays["maps"], path, key)
 
 
-__all__ = ["bank_images", "sliding_windows", "window_fractions", "crop_images", "load_images", "load_labels", "CropBank",
+__all__ = ["bank_images", "sliding_windows", "window_fractions", "crop_images", "load_images", "load_labels",
+           "CropBank",
            "crop_bank", "Concepts", "crop_groups", "concepts", "crop_majority_classes", "purity_nmi",
            "PseudoLabels", "pseudo_label_bank"]

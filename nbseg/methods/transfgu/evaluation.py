@@ -228,6 +228,7 @@ def table_3(evaluation: TransFGUEvaluation, curve: pd.DataFrame | None, cfg) -> 
     return pd.DataFrame(out)
 
 
-__all__ = ["concept_quality", "gradcam_examples", "table_3", "Prepared", "prepare", "training_dataset", "eval_labels", "pseudo_label_segmentation", "val_patches",
+__all__ = ["concept_quality", "gradcam_examples", "table_3", "Prepared", "prepare", "training_dataset", "eval_labels",
+           "pseudo_label_segmentation", "val_patches",
            "student_segmentation", "score", "epoch_evaluator", "TransFGUEvaluation", "evaluate_transfgu",
            "SMOKE_PROFILE", "SMOKE_VAL_LIMIT"]
