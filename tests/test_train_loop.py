@@ -223,3 +223,48 @@ def test_two_process_ddp_equals_single_process(tmp_path):
 if __name__ == "__main__":
     _cfg = load_config(ToyConfig, overrides=sys.argv[2:])
     fit(Toy(_cfg), ToyData(), _cfg, sys.argv[1], collate_fn=collate, progress=False)
+
+
+class HookedToy(Toy):
+    """Records the epoch hook (after the epoch's evaluation, with the optimiser) and skips every odd step."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.register_buffer("hooks", torch.zeros((), dtype=torch.long))
+
+    def training_step(self, batch, step: int) -> dict[str, torch.Tensor]:
+        out = super().training_step(batch, step)
+        out["skip_step"] = torch.tensor(step % 2 == 1)
+        return out
+
+    def epoch_end(self, epoch: int, optimizer) -> None:
+        assert isinstance(optimizer, torch.optim.Optimizer)
+        self.hooks += 1
+
+
+def test_epoch_hook_and_skipped_steps(tmp_path):
+    cfg = toy_cfg(epochs=2, clip_grad=0.0, weight_decay=0.0, weight_decay_end=0.0)
+    method = HookedToy(cfg)
+    before = {k: v.clone() for k, v in method.head.state_dict().items()}
+    seen = []
+
+    def evaluate(m):
+        seen.append(int(m.hooks))
+        return validation_mse(m)
+
+    summary = fit(method, ToyData(), cfg, tmp_path / "run", collate_fn=collate, progress=False, evaluate=evaluate)
+    assert summary["steps"] == 8 and int(method.hooks) == 2 and seen == [0, 1]   # evaluation first, then the hook
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert int(state["trainable"]["hooks"]) == 2                                 # the checkpoint holds the hook's state
+    # a skipped step leaves the weights as they were: a run whose every step is skipped does not move at all
+
+    class AllSkipped(HookedToy):
+        def training_step(self, batch, step):
+            out = super().training_step(batch, step)
+            out["skip_step"] = torch.tensor(True)
+            return out
+
+    still = AllSkipped(cfg)
+    fit(still, ToyData(), cfg, tmp_path / "skipped", collate_fn=collate, progress=False)
+    assert all(torch.equal(still.head.state_dict()[k], v) for k, v in before.items())
+    assert any(not torch.equal(method.head.state_dict()[k], v) for k, v in before.items())

@@ -7,7 +7,7 @@
   checkpoint (config and backbone) and scored.
 * ``nbseg segment --checkpoint CKPT IMAGE_OR_DIR... --out DIR`` - label PNGs and overlays for your own images.
 * ``nbseg ablate METHOD OUT_DIR`` - the method's named ablations (AlignSeg: Table II; DCN: k, stages, foreground
-  rule), one run folder each, collected into one table beside the paper's numbers.
+  rule; TransFGU: Table 5's losses, variant), one run folder each, collected into one table beside the paper's numbers.
 
 The work is done by :mod:`nbseg.methods.workflow` and :mod:`nbseg.methods.segment`, which the notebooks use too.
 """
@@ -35,6 +35,9 @@ examples:
 
   nbseg train dcn runs/dcn_world                                    # DCN on cached features of the world
   nbseg train dcn runs/dcn_voc --config voc data_root=/data/VOC2012 weights=/w/dino_deitsmall8_pretrain.pth
+
+  nbseg train transfgu runs/transfgu_world --epoch-eval              # crop bank, concepts, pseudo labels, rounds
+  nbseg train transfgu runs/transfgu_voc --config voc data_root=/data/VOC2012 weights=/w/dino_deitsmall8_pretrain.pth
 
 --config: a YAML file, or a shipped name (default world: the embedded backbone on the world; the others hold the
 paper's settings: pass data_root=PATH and weights=PATH).
@@ -75,7 +78,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--no-eval", action="store_true", help="train only; metrics.json then holds no scores")
     p.add_argument("--eval-limit", type=int, default=None, metavar="N", help="score the first N images only")
     p.add_argument("--epoch-eval", action="store_true",
-                   help="also score the model at every epoch end (RUN_DIR/metrics.csv; AlignSeg)")
+                   help="also score the model at every epoch end (RUN_DIR/metrics.csv; AlignSeg, TransFGU)")
     p.add_argument("--no-kmeans", action="store_true", help="skip the k-means baselines (AlignSeg)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -116,7 +119,8 @@ def register_cli(subparsers) -> None:
     _model_options(s)
 
     a = _command(subparsers, "ablate", _cli_ablate,
-                 "run a method's ablations (AlignSeg: Table II; DCN: k, stages, foreground rule) into one table",
+                 "run a method's ablations (AlignSeg: Table II; DCN: k, stages, foreground rule; TransFGU: "
+                 "Table 5) into one table",
                  "Train and evaluate one run folder per named ablation of the method, each in "
                  "OUT_DIR/<name>/, and collect their metrics.json into one table (AlignSeg: OUT_DIR/table_ii.csv; "
                  "others: OUT_DIR/ablations.csv) beside the paper's numbers (labelled as the paper's). Rerunning "
@@ -200,8 +204,9 @@ def _cli_segment(args) -> int:
     size = spec.inference_size(cfg) if args.size is None else (args.size or None)
     report = segment_images(model, args.inputs, args.out, size=size, alpha=args.alpha,
                             progress=not args.no_progress, overwrite=args.overwrite)
+    n_segments = getattr(cfg, "n_prototypes", None) or getattr(cfg, "n_classes", None) or len(model.class_names())
     print(f"{report.summary()}\nlabel PNGs and overlays in {args.out} (model: {spec.title}, "
-          f"{model.backbone.describe()}, K={getattr(cfg, 'n_prototypes', None) or len(model.class_names())})")
+          f"{model.backbone.describe()}, K={n_segments})")
     return 1 if report.failed else 0
 
 

@@ -13,6 +13,11 @@ A method is an ``nn.Module`` with
   into ``provenance.json`` and every checkpoint, and checked when a run is resumed or rebuilt;
 * optionally ``after_step(step: int) -> None``: called after each optimiser step (EMA teachers, prototype
   re-normalisation).
+* optionally ``epoch_end(epoch: int, optimizer) -> None``: called at the end of every epoch, after the epoch's
+  evaluation and before its checkpoint (TransFGU's teacher refresh between bootstrapping rounds); whatever it
+  changes is in that checkpoint, so a resumed run sees the same state;
+* optionally a ``"skip_step"`` entry (bool tensor) in ``training_step``'s output: when true the optimiser does not
+  step on this batch (TransFGU's released code skips non-positive losses); the step still counts;
 * optionally ``ddp_find_unused_parameters = True`` when some trainable parameters get no gradient in a step;
 * optionally ``parameter_groups() -> list[dict]``: the AdamW groups, decayed group first (default: no weight decay
   on biases and 1-D parameters, :func:`nbseg.train.parameter_groups`).
@@ -290,11 +295,12 @@ def fit(method: nn.Module, dataset, cfg: TrainConfig, run_dir: str | Path, *, co
                 out = runner(batch, step)
             if "loss" not in out:
                 raise NbsegError(f"{kind}.training_step returned {sorted(out)}; it must return a dict with 'loss'")
+            skip = bool(out.pop("skip_step", False))
             loss = out["loss"].float()
             if not torch.isfinite(loss).item():
                 raise NbsegError(f"{kind} loss is {loss.item()} at step {step}: lower lr or set clip_grad; the last "
                                  f"good checkpoint is {ckpt_path}")
-            if optimizer is not None:
+            if optimizer is not None and not skip:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.clip_grad > 0:
@@ -321,9 +327,13 @@ def fit(method: nn.Module, dataset, cfg: TrainConfig, run_dir: str | Path, *, co
                              "lr": f"{lr_sched[step - 1]:.6g}", "weight_decay": f"{wd_sched[step - 1]:.6g}",
                              "seconds": f"{seconds:.1f}"})
             epoch_end = step % batches_per_epoch == 0
+            if epoch_end:
+                run_evaluation(step, epoch)
+                if callable(getattr(method, "epoch_end", None)):
+                    method.epoch_end(epoch, optimizer)
             if step % cfg.checkpoint_every == 0 or epoch_end or step == stop_step:
                 save_checkpoint(step, seconds)
-            if epoch_end or step == stop_step:
+            if step == stop_step and not epoch_end:
                 run_evaluation(step, epoch)
     bar.close()
     seconds = elapsed_before + time.perf_counter() - t_start
