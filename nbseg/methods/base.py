@@ -29,7 +29,7 @@ from nbseg.backbones import load as load_backbone
 from nbseg.errors import ConfigError
 
 # The methods shipped with nbseg: name -> the module whose import registers its spec.
-BUILTIN_METHODS = {"alignseg": "nbseg.methods.alignseg", "dcn": "nbseg.methods.dcn"}
+BUILTIN_METHODS = {"alignseg": "nbseg.methods.alignseg", "dcn": "nbseg.methods.dcn", "san": "nbseg.methods.san"}
 
 
 @runtime_checkable
