@@ -5,18 +5,17 @@
   semantics) for several seeds, each a resumable :func:`nbseg.methods.workflow.run_method` run folder; Hungarian
   pixel accuracy and mIoU on every label set, the collapse diagnostics, the pixel k-means baselines (scored once),
   training throughput; mean and std over seeds; and the verdict, with the rule it applies written beside it.
-* :func:`training_step_memory` - peak memory of one training step (fresh process, ``ru_maxrss``), e.g. P = 1024 at
-  full resolution against the world config.
+* :func:`training_step_memory` - memory of one training step (saved activations + parameters, counted), e.g. P = 1024
+  at full resolution against the world config.
 
 Numbers are SAN trained from scratch (no pretrained model) on the data the config names, never the paper's.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
-import resource
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from nbseg.methods.base import get_method
 from nbseg.methods.san.ablations import TABLE5_ABLATIONS
@@ -99,33 +98,31 @@ def verdict(runs: pd.DataFrame, labels: str = "coarse") -> dict:
     return out
 
 
-def _step_memory_worker(values: dict, batch_size: int, size: int, queue) -> None:
-    import torch
-
+def training_step_memory(values: dict, *, batch_size: int, size: int, seed: int = 0) -> dict:
+    """Memory of one SAN training step with config ``values`` on ``batch_size`` random images of ``size`` px, in
+    MiB: ``activations`` (the tensors autograd saves for the backward pass, each storage counted once, captured by
+    :func:`torch.autograd.graph.saved_tensors_hooks`), ``parameters``, and ``training_total`` = activations +
+    parameters x 4 (weights, gradients, Adam's two moments). Counted, not sampled: the same on every machine."""
     from nbseg.methods.san.model import SAN, SANConfig
 
-    torch.set_num_threads(1)
-    cfg = SANConfig(**values)
-    model = SAN(cfg)
-    images = torch.rand(batch_size, 3, size, size, generator=torch.Generator().manual_seed(0))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    model.training_step({"image": images})["loss"].backward()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put({"peak_rss_mib": after / 1024, "step_increase_mib": (after - before) / 1024,
-               "parameters": sum(p.numel() for p in model.parameters())})
+    model = SAN(SANConfig(**values))
+    images = torch.rand(batch_size, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    seen: dict[tuple, int] = {}
 
+    def pack(t: torch.Tensor):
+        key = (t.untyped_storage().data_ptr(), t.device.type)
+        seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
+        return t
 
-def training_step_memory(values: dict, *, batch_size: int, size: int) -> dict:
-    """Peak resident memory (MiB, Linux ``ru_maxrss``) of one SAN training step (forward + backward) on
-    ``batch_size`` random images of ``size`` px with config ``values``, in a fresh process; ``step_increase_mib``
-    is the growth of the peak during the step (activations and gradients)."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_step_memory_worker, args=(values, batch_size, size, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return {**result, "batch_size": batch_size, "size": size, **{k: values[k] for k in ("embed_dim",) if k in values}}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model.training_step({"image": images})["loss"]
+    loss.backward()
+    mib = 1 / 2 ** 20
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    activations = sum(seen.values())
+    return {"activations_mib": activations * mib, "parameters_mib": params * mib,
+            "training_total_mib": (activations + 4 * params) * mib, "batch_size": batch_size, "size": size,
+            "embed_dim": model.cfg.embed_dim}
 
 
 __all__ = ["VARIANTS", "measure_table5", "summarise", "verdict", "collapsed", "training_step_memory"]
