@@ -36,7 +36,8 @@ Choices the paper leaves open, and what we chose (each is a config key where tha
    order); ``memory`` uses a running mean of zeta kept during training (momentum ``memory_momentum``), so a
    prediction depends on its image only. Both are scored and every number says which produced it.
 10. **N and optimisation**: N = the classes of the label set (the paper: "the number of the semantics of the entire
-    dataset"); Adam, lr 1e-4, 30 epochs (Sec. Experiments), no weight decay, constant lr (no schedule named).
+    dataset"); Adam (the shared loop's AdamW with weight decay 0), lr 1e-4, 30 epochs (Sec. Experiments),
+    constant lr (no schedule named).
 """
 from __future__ import annotations
 
