@@ -36,6 +36,9 @@ examples:
   nbseg train dcn runs/dcn_world                                    # DCN on cached features of the world
   nbseg train dcn runs/dcn_voc --config voc data_root=/data/VOC2012 weights=/w/dino_deitsmall8_pretrain.pth
 
+  nbseg train san runs/san_world                                    # SAN from scratch (no pretrained model)
+  nbseg train san runs/san_p3 --config potsdam3 data_root=/data/potsdam token_matcher=sigmoid
+
 --config: a YAML file, or a shipped name (default world: the embedded backbone on the world; the others hold the
 paper's settings: pass data_root=PATH and weights=PATH).
 {methods}
@@ -113,7 +116,8 @@ def register_cli(subparsers) -> None:
     _model_options(s)
 
     a = _command(subparsers, "ablate", _cli_ablate,
-                 "run a method's ablations (AlignSeg: Table II; DCN: k, stages, foreground rule) into one table",
+                 "run a method's ablations (AlignSeg: Table II; DCN: k, stages, foreground rule; SAN: Table 5) into one "
+                 "table",
                  "Train and evaluate one run folder per named ablation of the method, each in "
                  "OUT_DIR/<name>/, and collect their metrics.json into one table (AlignSeg: OUT_DIR/table_ii.csv; "
                  "others: OUT_DIR/ablations.csv) beside the paper's numbers (labelled as the paper's). Rerunning "
