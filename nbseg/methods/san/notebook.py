@@ -15,13 +15,14 @@ from nbseg.evaluation.baselines import kmeans_baselines
 from nbseg.features.extract import extract_dataset
 from nbseg.methods import workflow
 from nbseg.methods.base import get_method
+from nbseg.methods.san import SMOKE_PROFILE
 from nbseg.methods.san.ablations import TABLE5_ABLATIONS
 from nbseg.methods.san.data import open_split
 from nbseg.methods.san.evaluation import MODEL_LABEL, label_sets, predict_split
 from nbseg.methods.san.paper import (PAPER_SOURCE, PAPER_TABLE_2, PAPER_TABLE_3, PAPER_TABLE_4)
 
-NOTEBOOK_SMOKE = {"limit": 32, "batch_size": 8, "max_steps": 6, "epochs": 2, "embed_dim": 16, "vit_depth": 1,
-                  "vit_heads": 2, "crop_size": 48, "prescale": 0.5, "log_every": 1, "checkpoint_every": 2}
+# the spec's smoke profile, with 6 steps in 3 stages of 2 (a checkpoint at each)
+NOTEBOOK_SMOKE = {**SMOKE_PROFILE, "max_steps": 6, "log_every": 1, "checkpoint_every": 2}
 OURS = "nbseg, this run"
 
 
