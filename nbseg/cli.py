@@ -43,7 +43,8 @@ COMMANDS = {
     "evaluate": ("nbseg.methods.cli", "score a trained model (run folder or checkpoint) with its method's evaluation"),
     "segment": ("nbseg.methods.cli", "segment your own images with a trained model: label PNGs and overlays"),
     "ablate": ("nbseg.methods.cli",
-               "run a method's ablations (AlignSeg: Table II; DCN: k, stages, foreground rule) into one table"),
+               "run a method's ablations (AlignSeg: Table II; DCN: k, stages, foreground rule; SAN: Table 5) into one "
+               "table"),
 }
 
 
