@@ -47,7 +47,7 @@ COMMANDS = {
     "segment": ("nbseg.methods.cli", "segment your own images with a trained model: label PNGs and overlays"),
     "ablate": ("nbseg.methods.cli",
                "run a method's ablations (AlignSeg: Table II; DCN: k, stages, foreground rule; TransFGU: Table 5; "
-               "PGSeg: Table 4) into one table"),
+               "PGSeg: Table 4; SAN: Table 5) into one table"),
     "claims": ("nbseg.claims.cli", "measure each implemented paper's central claim over seeds into one table"),
 }
 

@@ -10,7 +10,8 @@ pytestmark = pytest.mark.notebook
 
 # Method notebooks train a model and have their own test module, which runs them once (not twice in CI).
 OWN_TEST_MODULE = {"10_alignseg": "test_notebook_alignseg.py", "11_dcn": "test_notebook_dcn.py",
-                   "12_transfgu": "test_notebook_transfgu.py", "13_pgseg": "test_notebook_pgseg.py"}
+                   "12_transfgu": "test_notebook_transfgu.py", "13_pgseg": "test_notebook_pgseg.py",
+                   "14_san": "test_notebook_san.py"}
 
 
 def test_every_method_notebook_has_its_own_smoke_test():

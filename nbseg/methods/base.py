@@ -30,7 +30,7 @@ from nbseg.errors import ConfigError
 
 # The methods shipped with nbseg: name -> the module whose import registers its spec.
 BUILTIN_METHODS = {"alignseg": "nbseg.methods.alignseg", "dcn": "nbseg.methods.dcn", "pgseg": "nbseg.methods.pgseg",
-                   "transfgu": "nbseg.methods.transfgu"}
+                   "san": "nbseg.methods.san", "transfgu": "nbseg.methods.transfgu"}
 
 
 @runtime_checkable

@@ -38,6 +38,8 @@ examples:
 
   nbseg train transfgu runs/transfgu_world --epoch-eval              # crop bank, concepts, pseudo labels, rounds
   nbseg train transfgu runs/transfgu_voc --config voc data_root=/data/VOC2012 weights=/w/dino_deitsmall8_pretrain.pth
+  nbseg train san runs/san_world                                    # SAN from scratch (no pretrained model)
+  nbseg train san runs/san_p3 --config potsdam3 data_root=/data/potsdam token_matcher=sigmoid
 
 --config: a YAML file, or a shipped name (default world: the embedded backbone on the world; the others hold the
 paper's settings: pass data_root=PATH and weights=PATH).
@@ -120,7 +122,7 @@ def register_cli(subparsers) -> None:
 
     a = _command(subparsers, "ablate", _cli_ablate,
                  "run a method's ablations (AlignSeg: Table II; DCN: k, stages, foreground rule; TransFGU: "
-                 "Table 5) into one table",
+                 "Table 5; PGSeg: Table 4; SAN: Table 5) into one table",
                  "Train and evaluate one run folder per named ablation of the method, each in "
                  "OUT_DIR/<name>/, and collect their metrics.json into one table (AlignSeg: OUT_DIR/table_ii.csv; "
                  "others: OUT_DIR/ablations.csv) beside the paper's numbers (labelled as the paper's). Rerunning "
