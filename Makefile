@@ -6,12 +6,15 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# the exact torch of our machines and CI; pyproject.toml declares compatible ranges for users' own builds
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: setup quickstart test notebooks world benchmarks clean-artifacts
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
 	$(BIN)/python -m pip install --quiet -e '.[notebooks,dev]'
 	touch $(STAMP)
 
