@@ -12,8 +12,8 @@ from nbseg.backbones import EMBEDDED_ARCH, load, read_weights_file
 from nbseg.cli import main
 from nbseg.errors import DataError
 from nbseg.pretrain.caption_tags import (SOURCE, attention_cross_entropy, attention_pool, caption_tag_loss,
-                                         lse_pool, read_captions, tag_patterns, tags_from_captions,
-                                         thing_map_target)
+                                         lse_pool, patch_pseudo_labels, patch_self_training_loss,
+                                         read_captions, tag_patterns, tags_from_captions, thing_map_target)
 
 NAMES = world.THING_CLASSES + world.STUFF_CLASSES
 
@@ -112,6 +112,31 @@ def test_thing_map_target_follows_the_tagged_things_only():
     # no thing tagged: a uniform target (nothing to look at)
     none = thing_map_target(scores, torch.tensor([[0.0, 0.0, 1.0]]), things)
     assert torch.allclose(none, torch.full((1, 3), 1 / 3))
+
+
+def test_patch_pseudo_labels_take_the_tagged_argmax_and_drop_unsure_patches():
+    # classes 0 and 2 tagged, class 1 not: patch 0 prefers untagged 1 (ignored) then 2; patch 1 is unsure
+    scores = torch.tensor([[[0.0, 9.0, 5.0], [1.0, 0.0, 1.0], [4.0, 0.0, 0.0]]])
+    tags = torch.tensor([[1.0, 0.0, 1.0]])
+    assert patch_pseudo_labels(scores, tags, 0.9).tolist() == [[2, -1, 0]]
+    assert patch_pseudo_labels(scores, tags, 0.0)[0, 1].item() in (0, 2)
+    assert patch_pseudo_labels(scores, torch.zeros(1, 3), 0.0).tolist() == [[-1, -1, -1]]   # no tag: no label
+
+
+def test_patch_self_training_loss_is_the_cross_entropy_over_all_classes_of_the_kept_patches():
+    scores = torch.tensor([[[0.0, 9.0, 5.0], [1.0, 0.0, 1.0], [4.0, 0.0, 0.0]]], requires_grad=True)
+    labels = torch.tensor([[2, -1, 0]])
+    by_hand = -(torch.log_softmax(scores[0, 0], 0)[2] + torch.log_softmax(scores[0, 2], 0)[0]) / 2
+    assert patch_self_training_loss(scores, labels).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    nothing = patch_self_training_loss(scores, torch.full((1, 3), -1))
+    assert nothing.item() == 0.0 and nothing.requires_grad
+    tags, things = torch.tensor([[1.0, 0.0, 1.0]]), torch.tensor([True, True, False])
+    base = caption_tag_loss(torch.zeros(1, 3), scores, tags, things, 1.0)
+    out = caption_tag_loss(torch.zeros(1, 3), scores, tags, things, 1.0, self_training_weight=0.5,
+                           self_training_threshold=0.9)
+    assert out["self_training_ce"].item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert out["loss"].item() == pytest.approx(base["loss"].item() + 0.5 * by_hand.item(), rel=1e-5)
+    assert out["self_training_kept"].item() == pytest.approx(2 / 3)
 
 
 def test_attention_cross_entropy_is_lowest_when_attention_matches_the_map():

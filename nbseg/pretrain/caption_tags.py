@@ -27,7 +27,13 @@ The objective, for tags y in {0, 1}^C (C classes) of which the thing classes T a
   patch of each thing), so a mass fraction of it covered a sliver of each object (saliency 0.13); the thing map
   covers the objects (0.44 on the same checkpoint), and a saliency probe keeps the patches holding 60% of the
   attention's mass, so the attention must spread over the objects the way the map does;
-* total loss  L = BCE(l_cls[T], y[T]) + BCE(S, y) + w_mil BCE(A[T], y[T]) + w_att H(t, a).
+* patch self-training (stage 3 of the default backbone): each patch's pseudo-label is the arg-max of its scores
+  over the image's *tags*, q_p = softmax_{c: y_c = 1}(s_{c,p}) (detached), kept where max_c q_{c,p} >= tau_st, and
+  the patch scores are trained by cross-entropy over all C classes to it:
+  L_st = mean over kept patches of -log softmax_c(s_{.,p})[argmax q_p]. The pooled MIL loss only needs the best
+  patches of each tag; this term asks *every* confidently placed patch to say its class (on world/val the v3
+  head's tagged arg-max is right on 66% of patches, 83% of those with q >= 0.9, which keep 56%);
+* total loss  L = BCE(l_cls[T], y[T]) + BCE(S, y) + w_mil BCE(A[T], y[T]) + w_att H(t, a) + w_st L_st.
 
 The heads are dropped on export: the exported file holds the ViT alone, like ``nbseg pretrain export``.
 
@@ -187,9 +193,28 @@ def attention_cross_entropy(target: torch.Tensor, attention: torch.Tensor) -> to
     return -(target * a.clamp_min(1e-12).log()).sum(dim=1).mean()
 
 
+def patch_pseudo_labels(patch_scores: torch.Tensor, tags: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(B, P, C) scores, (B, C) tags -> (B, P) long: the arg-max of each patch's scores over its image's tags,
+    q_p = softmax over the tagged classes; -1 (ignored) where max q_p < ``threshold`` or the image has no tag."""
+    untagged = tags[:, None, :] <= 0                                             # (B, 1, C)
+    q = patch_scores.detach().masked_fill(untagged, float("-inf")).softmax(dim=-1)
+    confidence, labels = q.nan_to_num(0.0).max(dim=-1)                            # an untagged image gives NaN rows
+    keep = (confidence >= threshold) & (tags.sum(dim=1, keepdim=True) > 0)
+    return torch.where(keep, labels, torch.full_like(labels, -1))
+
+
+def patch_self_training_loss(patch_scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """L_st: cross-entropy of (B, P, C) scores (softmax over all C) to (B, P) pseudo-labels, -1 ignored;
+    0 (with a gradient path) when every patch is ignored."""
+    if (labels < 0).all():
+        return patch_scores.sum() * 0.0
+    return F.cross_entropy(patch_scores.flatten(0, 1), labels.flatten(), ignore_index=-1)
+
+
 def caption_tag_loss(cls_logits: torch.Tensor, patch_scores: torch.Tensor, tags: torch.Tensor,
                      thing_mask: torch.Tensor, r: float, attention: torch.Tensor | None = None,
-                     mil_weight: float = 0.0, attention_weight: float = 0.0) -> dict[str, torch.Tensor]:
+                     mil_weight: float = 0.0, attention_weight: float = 0.0, self_training_weight: float = 0.0,
+                     self_training_threshold: float = 0.9) -> dict[str, torch.Tensor]:
     """The total loss of the module docstring and its terms.
 
     cls_logits (B, C), patch_scores (B, P, C), tags (B, C) in {0, 1}, thing_mask (C,) bool, attention (B, P)
@@ -208,6 +233,12 @@ def caption_tag_loss(cls_logits: torch.Tensor, patch_scores: torch.Tensor, tags:
         l_att = attention_cross_entropy(thing_map_target(patch_scores, tags, thing_mask), attention)
         out["loss"] = out["loss"] + attention_weight * l_att
         out["attention_ce"] = l_att.detach()
+    if self_training_weight > 0:
+        labels = patch_pseudo_labels(patch_scores, tags, self_training_threshold)
+        l_st = patch_self_training_loss(patch_scores, labels)
+        out["loss"] = out["loss"] + self_training_weight * l_st
+        out["self_training_ce"] = l_st.detach()
+        out["self_training_kept"] = (labels >= 0).float().mean()
     return out
 
 
@@ -216,7 +247,8 @@ class CaptionTagNet(nn.Module):
     block's fused ``qkv`` output is captured by a hook so the CLS attention (with gradients) feeds the MIL term."""
 
     def __init__(self, arch: str, n_classes: int, thing_mask: torch.Tensor, *, drop_path_rate: float, r: float,
-                 mil_weight: float = 0.0, attention_weight: float = 0.0):
+                 mil_weight: float = 0.0, attention_weight: float = 0.0, self_training_weight: float = 0.0,
+                 self_training_threshold: float = 0.9):
         super().__init__()
         self.backbone = create_model(arch, num_classes=0, drop_path_rate=drop_path_rate)
         dim = self.backbone.embed_dim
@@ -224,6 +256,7 @@ class CaptionTagNet(nn.Module):
         self.patch_head = nn.Linear(dim, n_classes)
         self.register_buffer("thing_mask", thing_mask.bool(), persistent=False)
         self.r, self.mil_weight, self.attention_weight = r, mil_weight, attention_weight
+        self.self_training_weight, self.self_training_threshold = self_training_weight, self_training_threshold
         self._qkv: torch.Tensor | None = None
         self.backbone.blocks[-1].attn.qkv.register_forward_hook(self._capture_qkv)
 
@@ -255,7 +288,8 @@ class CaptionTagNet(nn.Module):
         # deep-copied (the learning-curve probe copies the ViT, whose hook refers back to this module)
         self._qkv = None
         return caption_tag_loss(cls_logits, patch_scores, tags, self.thing_mask, self.r, attention,
-                                self.mil_weight, self.attention_weight)
+                                self.mil_weight, self.attention_weight, self.self_training_weight,
+                                self.self_training_threshold)
 
 
 @dataclass
@@ -272,6 +306,8 @@ class CaptionTagConfig(TrainConfig):
     lse_r: float = 4.0                   # log-sum-exp sharpness of the patch pooling
     mil_weight: float = 0.0              # weight of the attention-MIL term over things (0: off; see the card)
     attention_weight: float = 1.0        # weight of the attention-from-thing-map term (0: off)
+    self_training_weight: float = 0.0    # weight of the patch self-training term (0: off; stage 3 of the default)
+    self_training_threshold: float = 0.9  # keep a patch's pseudo-label when its tagged softmax reaches this
     init_weights: str | None = None      # warm start: a weights file for the ViT, or the whole net's state dict
     epochs: int = 12
     batch_size: int = 64
@@ -293,6 +329,9 @@ class CaptionTagConfig(TrainConfig):
         if self.mil_weight < 0 or self.attention_weight < 0:
             raise ConfigError(f"mil_weight and attention_weight must be >= 0, got {self.mil_weight}, "
                               f"{self.attention_weight}")
+        if self.self_training_weight < 0 or not 0 <= self.self_training_threshold < 1:
+            raise ConfigError(f"self_training_weight must be >= 0 and self_training_threshold in [0, 1), got "
+                              f"{self.self_training_weight}, {self.self_training_threshold}")
 
 
 def build(cfg: CaptionTagConfig) -> tuple[CaptionTagNet, CaptionTagImages]:
@@ -307,7 +346,9 @@ def build(cfg: CaptionTagConfig) -> tuple[CaptionTagNet, CaptionTagImages]:
                             jitter=cfg.colour_jitter)
     torch.manual_seed(cfg.seed)
     net = CaptionTagNet(cfg.arch, len(names), is_thing, drop_path_rate=cfg.drop_path_rate, r=cfg.lse_r,
-                        mil_weight=cfg.mil_weight, attention_weight=cfg.attention_weight)
+                        mil_weight=cfg.mil_weight, attention_weight=cfg.attention_weight,
+                        self_training_weight=cfg.self_training_weight,
+                        self_training_threshold=cfg.self_training_threshold)
     if cfg.init_weights:
         warm_start(net, cfg.init_weights)
     return net, data
