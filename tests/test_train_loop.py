@@ -18,14 +18,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from nbseg.config import load_config
+from nbseg.consent import allow_unsafe_pickle
 from nbseg.errors import ConfigError
 from nbseg.train import CheckpointError, TrainConfig, build_from_checkpoint, fit, load_checkpoint
 from nbseg.train.data import epoch_batches, item_seed, rank_batches
+from nbseg.train.checkpoint import rng_state, set_rng_state
 from nbseg.train.logs import read_log
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,6 +177,27 @@ def test_interrupted_mid_epoch_then_resumed_equals_uninterrupted(full_run, tmp_p
     assert resumed["metrics"] == full["metrics"] and full["metrics"]["val_mse"] > 0    # the same final metrics
     epoch_end_metrics = [r for r in read_log(tmp_path / "r/metrics.csv") if r["step"] != "6"]   # 6: the stop
     assert epoch_end_metrics == read_log(full_dir / "metrics.csv")
+
+
+def test_checkpoints_open_with_the_safe_loader_and_old_ones_only_with_consent(full_run, tmp_path):
+    _, run_dir = full_run
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)   # no code can run
+    np.random.seed(3)
+    expected = np.random.rand(4)
+    np.random.seed(3)
+    saved = rng_state()
+    np.random.rand(9)
+    set_rng_state(saved)                                 # the tensor form restores numpy's generator exactly
+    assert np.array_equal(np.random.rand(4), expected)
+    state["rng"]["numpy"] = np.random.get_state()        # how checkpoints of an older nbseg stored it
+    torch.save(state, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="safe loader refused.*--allow-unsafe-pickle"):
+        load_checkpoint(tmp_path / "old.pt")
+    allow_unsafe_pickle(True)
+    try:
+        assert load_checkpoint(tmp_path / "old.pt")["kind"] == "Toy"
+    finally:
+        allow_unsafe_pickle(False)
 
 
 def test_resume_with_another_config_names_the_key(tmp_path):

@@ -7,6 +7,11 @@ A checkpoint (``RUN_DIR/checkpoint.pt``, written atomically: temporary file + re
   not copied into every checkpoint; it is identified by ``provenance``, e.g. its name and weights sha256);
 * ``optimizer``, ``step``, ``epoch``, ``batch_in_epoch``, ``batches_per_epoch``, ``seconds``, ``rng``;
 * ``config`` (the resolved config as a dict), ``config_class``, ``seed``, ``git_revision``, ``provenance``.
+
+Everything in it is a tensor, a number, a string or a container of those (the numpy generator state is stored as a
+tensor), so it is read with torch's safe loader (``weights_only=True``): opening a checkpoint never runs code. A
+checkpoint written before that (numpy arrays inside) is refused with the fix, unless the user consents to unpickling
+(``nbseg --allow-unsafe-pickle``).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import torch
 from torch import nn
 
 from nbseg.config import from_dict
+from nbseg.consent import unsafe_pickle_allowed
 from nbseg.errors import ConfigError, NbsegError
 
 CHECKPOINT = "checkpoint.pt"
@@ -35,6 +41,31 @@ class CheckpointError(NbsegError, ValueError):
     """A checkpoint file is missing, unreadable, or belongs to another method or backbone."""
 
 
+def read_checkpoint_file(path: Path) -> object:
+    """``torch.load`` of an nbseg checkpoint with the safe loader. A file the safe loader refuses (a checkpoint from
+    before the safe format, or a file that is not nbseg's) is unpickled only with the user's consent
+    (:func:`nbseg.consent.unsafe_pickle_allowed`); otherwise a :class:`CheckpointError` names the fix."""
+    unreadable = (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not unsafe_pickle_allowed():
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(
+                f"checkpoint {path} holds Python objects beyond tensors, so the safe loader refused it ({reason}). "
+                "Checkpoints written by an older nbseg store the numpy generator that way: if this run is yours, "
+                "rerun with `nbseg --allow-unsafe-pickle ...` (Python: nbseg.consent.allow_unsafe_pickle()); "
+                "otherwise do not open it") from None
+    except unreadable as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); the file is truncated or "
+                              "not a torch checkpoint: use another run's checkpoint or re-run training into a new "
+                              "folder") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, *unreadable) as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from None
+
+
 def load_checkpoint(path: str | Path, expected_kind: str | None = None) -> dict:
     """Read a checkpoint written by :func:`nbseg.train.fit` (to the CPU).
 
@@ -47,12 +78,7 @@ def load_checkpoint(path: str | Path, expected_kind: str | None = None) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist: pass a run folder's {CHECKPOINT} (training writes "
                               "it there) or train first")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); the file is truncated or "
-                              "not a torch checkpoint: use another run's checkpoint or re-run training into a new "
-                              "folder") from None
+    state = read_checkpoint_file(path)
     if not isinstance(state, dict) or "kind" not in state or "trainable" not in state:
         hint = ("it is a `nbseg pretrain` (DINO) checkpoint: use `nbseg pretrain export` to turn it into backbone "
                 "weights" if isinstance(state, dict) and "teacher" in state else
@@ -120,8 +146,12 @@ def trainable_state_keys(method: nn.Module) -> list[str]:
 
 
 def rng_state() -> dict:
-    """The process's generators (torch, CUDA, numpy, random); stored for completeness, since every step re-seeds."""
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    """The process's generators (torch, CUDA, numpy, random); stored for completeness, since every step re-seeds.
+    Only tensors, numbers and strings, so the safe loader reads them: numpy's MT19937 key becomes an int64 tensor."""
+    kind, key, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": {"kind": kind, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
@@ -129,8 +159,13 @@ def set_rng_state(state: Mapping | None) -> None:
     if not state:
         return
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    saved = state["numpy"]
+    if isinstance(saved, Mapping):
+        saved = (saved["kind"], saved["key"].numpy().astype(np.uint32), saved["pos"], saved["has_gauss"],
+                 saved["cached_gaussian"])
+    np.random.set_state(saved)                # a tuple: a checkpoint of an older nbseg (opened with consent)
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if state.get("cuda") is not None and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
 

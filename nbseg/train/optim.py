@@ -20,8 +20,9 @@ def parameter_groups(model: nn.Module) -> list[dict]:
 
 
 def apply_schedule(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:
-    """Set this step's learning rate on every group and its weight decay on group 0 (see :func:`parameter_groups`)."""
+    """Set this step's learning rate on every group and its weight decay on group 0 (see :func:`parameter_groups`).
+    Stored as Python floats: a numpy scalar from a schedule array would keep the checkpoint from the safe loader."""
     for i, group in enumerate(optimizer.param_groups):
-        group["lr"] = lr
+        group["lr"] = float(lr)
         if i == 0:
-            group["weight_decay"] = weight_decay
+            group["weight_decay"] = float(weight_decay)

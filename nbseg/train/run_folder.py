@@ -8,15 +8,12 @@ folder asks here first, so the answer is one line naming the folder, what it hol
 """
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 
 from nbseg.errors import ConfigError
-from nbseg.train.checkpoint import CheckpointError, check_resume_config
+from nbseg.train.checkpoint import CheckpointError, check_resume_config, read_checkpoint_file
 
 CHECKPOINT = "checkpoint.pt"
 PRETRAIN = "pretrain"  # the kind of a `nbseg pretrain` run (its checkpoint has a teacher, not a kind entry)
@@ -49,13 +46,7 @@ def read_run_state(run_dir: str | Path) -> dict | None:
         path = path / CHECKPOINT
     if not path.is_file():
         return None
-    try:
-        # nbseg's own checkpoint (it stores the numpy / random generator states, which the safe loader refuses);
-        # weights files from elsewhere go through nbseg.backbones.read_weights_file, which loads safely.
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); the file is truncated "
-                              "or not a torch checkpoint: use another run folder") from None
+    state = read_checkpoint_file(path)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not an nbseg checkpoint: use another run folder")
     return state
