@@ -56,11 +56,23 @@ def curve_table(name: str, path: Path, log: Path | None = None) -> list[str]:
     return lines + [""]
 
 
+def stage_terms(cfg: dict) -> str:
+    """The loss terms a caption-tag run's config switches on, in the module docstring's words."""
+    terms = ["CLS thing-tag and pooled patch-tag losses"]
+    for key, name in (("mil_weight", "attention MIL"), ("attention_weight", "attention from the thing map"),
+                      ("self_training_weight", "patch self-training")):
+        if float(cfg.get(key) or 0) > 0:
+            extra = (f", threshold {cfg.get('self_training_threshold')}" if key == "self_training_weight" else "")
+            terms.append(f"{name} (`{key}={cfg[key]}`{extra})")
+    return " + ".join(terms)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tags-run", required=True)
-    p.add_argument("--warm-start-run", default=None,
-                   help="the run whose export --tags-run started from (its config has init_weights)")
+    p.add_argument("--warm-start-run", action="append", default=[],
+                   help="an earlier stage that --tags-run (or the next --warm-start-run) started from; repeat, "
+                        "first stage first")
     p.add_argument("--quality", required=True)
     p.add_argument("--ssl-quality", required=True)
     p.add_argument("--curve", action="append", default=[], help="NAME=CSV[:LOG.csv] (a learning curve)")
@@ -91,26 +103,21 @@ def main(argv=None) -> int:
         "6 blocks, 6 heads, patch 8, with a convolutional patch embedding: `nbseg.backbones.ConvStemPatchEmbed`).",
     ]
     if args.warm_start_run:
-        first = Path(args.warm_start_run)
-        cfg0 = yaml.safe_load((first / "config.yaml").read_text())
-        log0 = list(csv.DictReader(open(first / "log.csv")))
-        lines += [
-            "  - trained in two stages, both `nbseg pretrain-tags` on the same data (objective and why: "
-            "`nbseg/pretrain/caption_tags.py`; image-level tags read from the caption nouns, the pixel labels are "
-            "never read):",
-            f"    1. `{first}`: the CLS thing-tag and pooled patch-tag losses (`mil_weight=0`), {log0[-1]['step']} "
-            f"steps at batch {cfg0['batch_size']} ({cfg0['epochs']} epochs, lr {cfg0['lr']}), "
-            f"{float(log0[-1]['seconds']) / 60:.0f} min;",
-            f"    2. `{run}`: warm-started from stage 1's ViT and tag heads (`init_weights`: the state dict of "
-            f"stage 1's final checkpoint), adding the attention-from-thing-map term (`attention_weight="
-            f"{cfg.get('attention_weight')}`, `mil_weight={cfg.get('mil_weight')}`), {log[-1]['step']} steps at "
-            f"batch {cfg['batch_size']} "
-            f"({cfg['epochs']} epochs, lr {cfg['lr']}), {float(log[-1]['seconds']) / 60:.0f} min; final loss "
-            f"{float(log[-1]['loss']):.3f};",
-            f"    total {int(log0[-1]['step']) + int(log[-1]['step'])} steps, "
-            f"{(float(log0[-1]['seconds']) + float(log[-1]['seconds'])) / 60:.0f} min on {env['cpu_count']} CPU "
-            f"cores ({env['platform']}, torch {env['torch']}), sharing them with other work",
-        ]
+        stages = [Path(r) for r in args.warm_start_run] + [run]
+        lines += [f"  - trained in {len(stages)} stages, all `nbseg pretrain-tags` on the same data (objective and why: "
+                  "`nbseg/pretrain/caption_tags.py`; image-level tags read from the caption nouns, the pixel labels "
+                  "are never read); each stage after the first warm-starts from the previous one's ViT and tag heads "
+                  "(`init_weights`: the state dict of its final checkpoint):"]
+        steps = seconds = 0.0
+        for i, stage in enumerate(stages, 1):
+            c = yaml.safe_load((stage / "config.yaml").read_text())
+            last = list(csv.DictReader(open(stage / "log.csv")))[-1]
+            steps, seconds = steps + int(last["step"]), seconds + float(last["seconds"])
+            lines.append(f"    {i}. `{stage}`: {stage_terms(c)}; {last['step']} steps at batch {c['batch_size']} "
+                         f"({c['epochs']} epochs, lr {c['lr']}), {float(last['seconds']) / 60:.0f} min, final loss "
+                         f"{float(last['loss']):.3f};")
+        lines.append(f"    total {int(steps)} steps, {seconds / 60:.0f} min on {env['cpu_count']} CPU cores "
+                     f"({env['platform']}, torch {env['torch']}), sharing them with other work")
     else:
         lines += [
             f"  - command: `{args.command} epochs={cfg['epochs']} warmup_epochs={cfg['warmup_epochs']}`; objective "
