@@ -177,9 +177,10 @@ class ClaimContext:
         """``out_dir/runs/<parts>``: a training run's folder (resumable; a finished run is only loaded)."""
         return self.out_dir.joinpath("runs", *parts)
 
-    def data_overrides(self) -> dict:
-        """Config keys every method's run takes from the context (the data root, the backbone)."""
-        out = {"backbone": self.backbone_name, "weights": self.weights}
+    def data_overrides(self, *, backbone: bool = True) -> dict:
+        """Config keys every method's run takes from the context (the data root, the backbone; ``backbone=False``:
+        the data root only, for methods that train their own encoder, such as PGSeg and SAN)."""
+        out = {"backbone": self.backbone_name, "weights": self.weights} if backbone else {}
         if self.data_root is not None:
             out["data_root"] = self.data_root
         return out

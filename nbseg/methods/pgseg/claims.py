@@ -125,9 +125,9 @@ def _claim_measure(ctx, seed: int) -> Measurement:
     from nbseg.methods.pgseg import SMOKE_PROFILE
 
     sizes = ctx.pick(CLAIM_SETTINGS)
-    data = {"data_root": ctx.data_root} if ctx.data_root is not None else {}
     result = table4_claim(ctx.run_dir("pgseg"), seeds=(seed,), ablations=tuple(CLAIM_ARMS.values()),
-                          overrides={**(sizes["train"] or SMOKE_PROFILE), **data}, eval_limit=sizes["eval"])
+                          overrides={**(sizes["train"] or SMOKE_PROFILE), **ctx.data_overrides(backbone=False)},
+                          eval_limit=sizes["eval"])
     runs = result.runs.set_index("ablation")
     values = {label: runs.loc[name, "full mIoU %"] / 100 for label, name in CLAIM_ARMS.items()}
     first, last = values.values()

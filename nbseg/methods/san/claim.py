@@ -132,9 +132,9 @@ def _claim_measure(ctx, seed: int) -> Measurement:
     from nbseg.methods.san import SMOKE_PROFILE
 
     sizes = ctx.pick(CLAIM_SETTINGS)
-    data = {"data_root": ctx.data_root} if ctx.data_root is not None else {}
     result = measure_table5(ctx.run_dir("san"), seeds=(seed,), variants=("full", "no_reconstruction"),
-                            overrides={**(sizes["train"] or SMOKE_PROFILE), **data}, eval_limit=sizes["eval"])
+                            overrides={**(sizes["train"] or SMOKE_PROFILE), **ctx.data_overrides(backbone=False)},
+                            eval_limit=sizes["eval"])
     runs = result["runs"].set_index("variant")
     values = {label: float(runs.loc[variant, column]) for label, (variant, column) in CLAIM_VALUES.items()}
     return Measurement(values["full SAN"] - values["without reconstruction"], values, runs.loc["full", "model"],
