@@ -122,7 +122,7 @@ CLAIM_RULE = ("pgseg (the issue's Table-4 rule, gain_over_std on the full-label 
 
 
 def _claim_measure(ctx, seed: int) -> Measurement:
-    from nbseg.methods.pgseg import SMOKE_PROFILE
+    from nbseg.methods.pgseg import SMOKE_PROFILE     # here: the package imports this module
 
     sizes = ctx.pick(CLAIM_SETTINGS)
     result = table4_claim(ctx.run_dir("pgseg"), seeds=(seed,), ablations=tuple(CLAIM_ARMS.values()),
