@@ -41,7 +41,7 @@ def collapsed(metrics: dict, key: str = "san/batch") -> bool:
 def cpu_budget(*, steps: int = 60, batch_size: int = 8, lr: float = 1e-3, size: int = 48, embed_dim: int = 32) -> dict:
     """Config overrides of a short SAN run on the CPU: ``steps`` of ``batch_size`` images prescaled to ``size`` px,
     P = ``embed_dim``, constant ``lr`` (the paper's 1e-4 barely moves a run this short); the defaults are the
-    benchmark's (about 3 minutes a run on one shared core)."""
+    benchmark's (a 60-step run and its scoring: about 10 CPU seconds, 1 thread)."""
     return {"max_steps": steps, "batch_size": batch_size, "embed_dim": embed_dim, "lr": lr, "min_lr": lr,
             "prescale": size / 96, "crop_size": size, "epochs": 30, "device": "cpu", "log_every": 10,
             "checkpoint_every": 50}
