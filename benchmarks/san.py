@@ -26,7 +26,7 @@ import time
 import torch
 
 from _report import emit
-from nbseg.methods.san.claim import VARIANTS, measure_table5, training_step_memory
+from nbseg.methods.san.claim import VARIANTS, cpu_budget, measure_table5, training_step_memory
 
 
 def main(argv=None) -> None:
@@ -44,10 +44,8 @@ def main(argv=None) -> None:
     p.add_argument("--no-memory", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    overrides = {"max_steps": args.steps, "batch_size": args.batch_size, "embed_dim": args.embed_dim,
-                 "lr": args.lr, "min_lr": args.lr,
-                 "prescale": args.size / 96, "crop_size": args.size, "epochs": 30, "device": "cpu",
-                 "log_every": 10, "checkpoint_every": 50}
+    overrides = cpu_budget(steps=args.steps, batch_size=args.batch_size, lr=args.lr, size=args.size,
+                           embed_dim=args.embed_dim)
     t0 = time.perf_counter()
     result = measure_table5(args.out, seeds=args.seeds, variants=VARIANTS, overrides=overrides,
                             eval_limit=args.eval_limit or None)

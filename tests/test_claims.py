@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import nbseg.cli
-from nbseg.claims import Claim, Measurement, verdict
+from nbseg.claims import Claim, Measurement, judged, verdict
 from nbseg.claims.runner import CLAIMS_CSV, CLAIMS_MD, all_claims, result_path, run_claims
 from nbseg.errors import ConfigError
 from nbseg.world import WorldSpec, write_world
@@ -40,9 +40,72 @@ def test_every_builtin_claim_is_labelled():
     assert {"alignseg/above-kmeans/official/hungarian", "alignseg/above-kmeans/paper/per-image",
             "alignseg/both-losses", "alignseg/two-local-crops", "alignseg/attention-threshold-per-image",
             "alignseg/local-crops-quality", "dcn/regions-above-patch-kmeans", "dcn/per-image-angles-intra",
-            "dcn/regions-follow-complexity"} <= keys
+            "dcn/regions-follow-complexity"} | set(NEW_ROWS) <= keys
     for c in claims:
         assert c.paper_evidence.startswith("paper's") and c.protocol and c.averaging and c.variant, c.key
+    for key, method in NEW_ROWS.items():                     # the later methods' rows judge by their own rule
+        c = next(c for c in claims if c.key == key)
+        assert c.method == method and c.judge is not None and c.rule.startswith(method)
+
+
+NEW_ROWS = {"transfgu/top-down-beats-bottom-up": "transfgu", "pgseg/npr-improves-zero-shot": "pgseg",
+            "san/reconstruction-prevents-collapse": "san"}
+
+
+def _claim(key: str) -> Claim:
+    return next(c for c in all_claims() if c.key == key)
+
+
+def test_a_claims_own_rule_needs_two_seeds_and_a_known_verdict():
+    with pytest.raises(ValueError, match="rule in words"):
+        Claim(key="t/x", method="t", claim="c", paper_evidence="e", measure=lambda ctx, s: None, effect="e",
+              judge=lambda values: "supported")
+    claim = Claim(key="t/x", method="t", claim="c", paper_evidence="e", measure=lambda ctx, s: None, effect="e",
+                  judge=lambda values: "supported" if values[0]["a"] > 0 else "maybe", rule="t: a > 0")
+    assert judged(claim, [1.0], [{"a": 1.0}]) == ("inconclusive", "t: a > 0 (1 seeds); fewer than 2 seeds measured")
+    assert judged(claim, [1.0, 1.0], [{"a": 1.0}, {"a": 1.0}]) == ("supported", "t: a > 0 (2 seeds)")
+    with pytest.raises(ValueError, match="not one of"):
+        judged(claim, [1.0, 1.0], [{"a": -1.0}, {"a": 1.0}])
+
+
+def _transfgu_values(gain_full: float, one_round: float = 0.02) -> dict:
+    """One seed's TransFGU values: k-means flat; the gap to k-means 0.04 (coarse), 0.06 (voc), 0.04 + gain_full."""
+    out = {}
+    for labels, extra in (("coarse", 0.0), ("voc", 0.02), ("full", gain_full)):
+        out.update({f"{labels}: patch k-means": 0.30, f"{labels}: pseudo labels": 0.31,
+                    f"{labels}: one round": 0.31 + one_round, f"{labels}: bootstrapped": 0.34 + extra})
+    return out
+
+
+def test_transfgu_row_applies_the_table3_rule():
+    from nbseg.methods.transfgu.claims import stage_margins
+
+    claim = _claim("transfgu/top-down-beats-bottom-up")
+    grows = _transfgu_values(0.04)
+    assert min(stage_margins(grows)) == pytest.approx(0.01)      # bootstrapped - one round on coarse
+    assert claim.judge([grows, grows]) == "supported"
+    assert claim.judge([_transfgu_values(0.01), _transfgu_values(0.01)]) == "not supported"   # gap shrinks at full
+    flat = _transfgu_values(0.04, one_round=0.04)                 # one round above bootstrapped on coarse
+    assert min(stage_margins(flat)) < 0 and claim.judge([flat, flat]) == "not supported"
+
+
+def test_pgseg_row_applies_gain_over_the_seed_std():
+    claim = _claim("pgseg/npr-improves-zero-shot")
+
+    def seeds(*pairs):
+        return [{"GroupViT alone": a, "+ I-NPR + T-NPR + HRS": b} for a, b in pairs]
+    assert claim.judge(seeds((0.10, 0.15), (0.11, 0.16))) == "supported"           # gain 5 points, std 0.7
+    assert claim.judge(seeds((0.10, 0.11), (0.14, 0.12))) == "inconclusive"        # gain -0.5, std 2.8
+    assert claim.judge(seeds((0.15, 0.10), (0.16, 0.11))) == "not supported"
+
+
+def test_san_row_applies_the_collapse_rule():
+    claim = _claim("san/reconstruction-prevents-collapse")
+    seed = {"full SAN": 0.60, "without reconstruction": 0.35, "raw-RGB k-means": 0.40, "random-CNN k-means": 0.45,
+            "without reconstruction: collapsed": 1.0, "full SAN: collapsed": 0.0}
+    assert claim.judge([seed, seed]) == "supported"
+    assert claim.judge([seed, {**seed, "without reconstruction: collapsed": 0.0}]) == "not supported"
+    assert claim.judge([seed, {**seed, "full SAN": 0.20}]) == "not supported"      # mean 0.40 < random-CNN 0.45
 
 
 def _toy(calls):
@@ -99,8 +162,14 @@ def test_smoke_profile_end_to_end_and_cached_rerun(tiny_world, tmp_path):
     assert code == 0, table["failures"].tolist()
     assert list(table.columns) == COLUMNS and len(table) == len(all_claims())
     assert (table["seeds"] == 2).all() and table["verdict"].isin(["supported", "not supported", "inconclusive"]).all()
-    assert table["backbone"].str.contains("caption").all() and table["dataset"].str.contains("world").all()
+    frozen = ~table["method"].eq("san")                     # SAN trains from scratch: no pretrained model
+    assert table.loc[frozen, "backbone"].str.contains("caption").all() and table["dataset"].str.contains("world").all()
+    assert table.loc[~frozen, "backbone"].str.contains("no pretrained model").all()
+    new = table.set_index("claim id").loc[list(NEW_ROWS)]
+    assert (new["method"] == list(NEW_ROWS.values())).all() and new["rule"].str.contains("2 seeds").all()
+    assert new["our measurement (mean ± std over seeds)"].str.contains("±").all() and new["effect mean"].notna().all()
     md = (out / CLAIMS_MD).read_text()
+    assert all(f"**{method}**" in md for method in NEW_ROWS.values())
     assert "not DINO" in md and "Profile `smoke`, 2 seeds" in md and md.count("\n| **") == len(table)
     results = sorted((out / "results").rglob("seed*.json"))
     stamps = [p.stat().st_mtime_ns for p in results]

@@ -7,6 +7,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from nbseg.cli import main as nbseg_main
 from nbseg.errors import ConfigError
 from nbseg.methods import get_method
 from nbseg.methods.pgseg import SMOKE_PROFILE, PGSeg
+from nbseg.methods.pgseg.claims import gain_over_std, verdict
 from nbseg.methods.pgseg.groupvit import gumbel_assignment
 from nbseg.methods.pgseg.losses import (ema_prototypes, em_prototypes, hard_rejection_mask, hungarian_pairing,
                                         pg_loss, scalar_em_prototypes, symmetric_infonce)
@@ -317,3 +319,14 @@ def test_shipped_configs_load_with_the_papers_settings():
     assert (voc.em_iters, voc.ema_momentum, voc.rejection_threshold, voc.pg_temperature) == (10, 0.9, 0.1, 0.1)
     assert (voc.npr_weight, voc.tnpr_weight, voc.npr_start_epoch, voc.epochs) == (0.1, 0.01, 30, 40)
     assert world.image_size // world.patch_size == 12 and world.groups_stage2 == 8 and world.variant == "paper"
+
+
+def test_table4_verdict_is_the_gain_over_the_larger_seed_std():
+    r = gain_over_std([10.0, 12.0], [15.0, 15.0])                  # gain 4, stds 1.41 and 0
+    assert r["gain"] == pytest.approx(4.0) and r["std"] == pytest.approx(2 ** 0.5) and r["supported"]
+    assert not gain_over_std([10.0, 14.0], [14.0, 14.0])["supported"]  # gain 2 < std 2.83
+    assert not gain_over_std([10.0], [20.0])["supported"]             # one seed: no spread to judge by
+    runs = pd.DataFrame({"ablation": ["groupvit", "groupvit", "full", "full"], "full mIoU %": [10.0, 12.0, 15, 15],
+                         "voc mIoU %": [20.0, 21.0, 19.0, 20.0]})
+    v = verdict(runs, "groupvit", "full")
+    assert v["full"]["supported"] and not v["voc"]["supported"] and v["voc"]["gain"] == pytest.approx(-1.0)

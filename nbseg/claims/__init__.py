@@ -9,6 +9,6 @@
 A method's claims live in its own folder (``nbseg/methods/<name>/claims.py``) and reach the table only through its
 spec, so adding a method's row never touches this package.
 """
-from nbseg.claims.base import PROFILES, VERDICTS, Claim, ClaimContext, Measurement, verdict
+from nbseg.claims.base import PROFILES, VERDICTS, Claim, ClaimContext, Measurement, judged, verdict
 
-__all__ = ["Claim", "ClaimContext", "Measurement", "verdict", "PROFILES", "VERDICTS"]
+__all__ = ["Claim", "ClaimContext", "Measurement", "verdict", "judged", "PROFILES", "VERDICTS"]

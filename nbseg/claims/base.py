@@ -13,6 +13,10 @@ the smallest effect that counts (0 unless the claim says otherwise),
 * not supported  if m + 2 s < margin (it stays below the margin by two seed spreads);
 * inconclusive   otherwise, or with fewer than 2 seeds (no spread to judge by).
 
+A claim whose paper (or issue) names its own rule (TransFGU: every stage beats the last and the gap to k-means grows;
+PGSeg: the gain exceeds the seed std) carries it as ``judge`` + ``rule`` (:func:`judged`): the method's verdict
+function, the one its benchmark applies, on the per-seed values; below 2 seeds it is inconclusive too.
+
 Methods add their rows through ``MethodSpec.claims`` (:mod:`nbseg.methods.base`); :mod:`nbseg.claims.runner` runs
 them, caches each (claim, seed) result and writes the table.
 """
@@ -59,6 +63,9 @@ class Claim:
         scale: ``values`` and ``effect`` are multiplied by it in the table (100 for fractions shown in %).
         protocol / averaging / variant: how the numbers were scored and which form of the method ran.
         margin: the smallest effect (in the shown unit) that supports the claim; see :func:`verdict`.
+        judge / rule: the paper-specific verdict rule, where the claim names one (TransFGU's "each stage beats the
+            last and the gap grows"): ``judge(per-seed values, unscaled) -> verdict`` applied to 2+ seeds, and
+            ``rule`` the rule in words; without them :func:`verdict` judges the effects against ``margin``.
     """
 
     key: str
@@ -73,10 +80,28 @@ class Claim:
     averaging: str = ""
     variant: str = ""
     margin: float = 0.0
+    judge: Callable[[list[Mapping[str, float]]], str] | None = None
+    rule: str = ""
 
     def __post_init__(self):
+        if self.judge is not None and not self.rule:
+            raise ValueError(f"claim {self.key!r}: a judge needs its rule in words (rule=...)")
         if not self.key or any(c in self.key for c in " \\:*?\"<>|") or self.key.startswith("/") or ".." in self.key:
             raise ValueError(f"claim key {self.key!r} must be a non-empty relative path of plain names")
+
+
+def judged(claim: Claim, effects, values) -> tuple[str, str]:
+    """(verdict, rule) of ``claim`` from its per-seed ``effects`` (shown unit) and ``values`` (unscaled): its own
+    ``judge`` where it has one (inconclusive below 2 seeds, as :func:`verdict`), else :func:`verdict`."""
+    if claim.judge is None:
+        return verdict(effects, claim.margin)
+    rule = f"{claim.rule} ({len(values)} seeds)"
+    if len(values) < 2:
+        return "inconclusive", rule + "; fewer than 2 seeds measured"
+    decided = claim.judge(list(values))
+    if decided not in VERDICTS:
+        raise ValueError(f"claim {claim.key!r}: its judge returned {decided!r}, not one of {VERDICTS}")
+    return decided, rule
 
 
 def verdict(effects, margin: float = 0.0) -> tuple[str, str]:
@@ -152,9 +177,10 @@ class ClaimContext:
         """``out_dir/runs/<parts>``: a training run's folder (resumable; a finished run is only loaded)."""
         return self.out_dir.joinpath("runs", *parts)
 
-    def data_overrides(self) -> dict:
-        """Config keys every method's run takes from the context (the data root, the backbone)."""
-        out = {"backbone": self.backbone_name, "weights": self.weights}
+    def data_overrides(self, *, backbone: bool = True) -> dict:
+        """Config keys every method's run takes from the context (the data root, the backbone; ``backbone=False``:
+        the data root only, for methods that train their own encoder, such as PGSeg and SAN)."""
+        out = {"backbone": self.backbone_name, "weights": self.weights} if backbone else {}
         if self.data_root is not None:
             out["data_root"] = self.data_root
         return out
@@ -164,4 +190,4 @@ class ClaimContext:
         return settings[self.profile]
 
 
-__all__ = ["Claim", "ClaimContext", "Measurement", "verdict", "PROFILES", "VERDICTS"]
+__all__ = ["Claim", "ClaimContext", "Measurement", "verdict", "judged", "PROFILES", "VERDICTS"]

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nbseg.claims.base import Claim, ClaimContext, Measurement, verdict
+from nbseg.claims.base import Claim, ClaimContext, Measurement, judged
 from nbseg.errors import ConfigError
 from nbseg.io import atomic_write_json, atomic_write_text
 from nbseg.progress import tqdm
@@ -153,7 +153,7 @@ def claims_table(out_dir: Path, claims: list[Claim], seeds: int, failures: dict 
         labels = list(results[0]["values"]) if results else []
         measurement = "; ".join(f"{label} {_pm([claim.scale * r['values'][label] for r in results])}"
                                 for label in labels)
-        decided, rule = verdict(effects, claim.margin)
+        decided, rule = judged(claim, effects, [r["values"] for r in results])
         failed = [f"seed {s}: {msg}" for (key, s), msg in sorted(failures.items()) if key == claim.key]
         mean, std = _mean_std(effects) if effects else (float("nan"), float("nan"))
         rows.append({

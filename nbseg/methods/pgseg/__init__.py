@@ -8,12 +8,14 @@ prototypical regularisation (NPR), segmenting by class name.
 * :mod:`~nbseg.methods.pgseg.model` - config (``variant: paper | official``), the model, zero-shot ``predict``.
 * :mod:`~nbseg.methods.pgseg.zeroshot` - zero-shot segmentation and the Fig. 5-6 measures (pure functions).
 * :mod:`~nbseg.methods.pgseg.evaluation` - training data, zero-shot evaluation; :mod:`~nbseg.methods.pgseg.claims`
-  the Table-4 measurement over seeds; :mod:`~nbseg.methods.pgseg.ablations`, :mod:`~nbseg.methods.pgseg.paper`.
+  the Table-4 measurement over seeds and its ``nbseg claims`` row; :mod:`~nbseg.methods.pgseg.ablations`,
+  :mod:`~nbseg.methods.pgseg.paper`.
 """
 from pathlib import Path
 
 from nbseg.methods.base import MethodSpec, PaperNumbers, register
 from nbseg.methods.pgseg.ablations import ABLATION_COLUMNS, ABLATIONS, PAPER_COLUMN, SMOKE_ABLATIONS
+from nbseg.methods.pgseg.claims import pgseg_claims
 from nbseg.methods.pgseg.evaluation import evaluate_pgseg, training_dataset
 from nbseg.methods.pgseg.model import PGSeg, PGSegConfig
 from nbseg.methods.pgseg.paper import PAPER_SETTING, PAPER_SOURCE, PAPER_TABLE_1, PAPER_TABLE_4
@@ -48,6 +50,7 @@ SPEC = register(MethodSpec(
                        values={**{f"table_1/{k}": v for k, v in PAPER_TABLE_1.items()},
                                **{f"table_4/{k}": v for k, v in PAPER_TABLE_4.items()}}),
     paper_column=PAPER_COLUMN,
+    claims=pgseg_claims,
 ))
 
 __all__ = ["SPEC", "PGSeg", "PGSegConfig", "SMOKE_PROFILE", "SMOKE_EVAL_LIMIT"]

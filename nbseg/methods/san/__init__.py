@@ -7,7 +7,8 @@ train from scratch.
 * :mod:`~nbseg.methods.san.model` - config (a switch per ambiguity), the networks, the model; the choices the paper
   leaves open are listed in its docstring. :mod:`~nbseg.methods.san.data` - the IIC-style views.
 * :mod:`~nbseg.methods.san.evaluation` - Hungarian accuracy / mIoU per label set and test-time semantics, collapse
-  diagnostics, pixel k-means baselines; :mod:`~nbseg.methods.san.claim` - Table 5's claim measured over seeds.
+  diagnostics, pixel k-means baselines; :mod:`~nbseg.methods.san.claim` - Table 5's claim measured over seeds,
+  and its ``nbseg claims`` row.
 * :mod:`~nbseg.methods.san.ablations`, :mod:`~nbseg.methods.san.paper`, :mod:`~nbseg.methods.san.figures`.
 * ``nbseg/configs/san_{world,potsdam,potsdam3,cocostuff27}.yaml`` - the shipped configs.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from nbseg.methods.base import MethodSpec, PaperNumbers, register
 from nbseg.methods.san.ablations import ABLATION_COLUMNS, ABLATIONS, PAPER_COLUMN, SMOKE_ABLATIONS
+from nbseg.methods.san.claim import san_claims
 from nbseg.methods.san.data import training_dataset
 from nbseg.methods.san.evaluation import evaluate_san
 from nbseg.methods.san.figures import evaluation_figures
@@ -52,6 +54,7 @@ SPEC = register(MethodSpec(
                                   for d, v in zip(("coco3", "potsdam", "coco15"), vals)},
                                **{f"table_5/{row}": v for row, v in PAPER_TABLE_5.items()}}),
     paper_column=PAPER_COLUMN,
+    claims=san_claims,
 ))
 
 __all__ = ["SPEC", "SAN", "SANConfig", "SMOKE_PROFILE", "SMOKE_EVAL_LIMIT"]

@@ -5,12 +5,14 @@
 * :mod:`~nbseg.methods.transfgu.gradcam` - Grad-CAM on the last block's attention (Eq. 5-7), two gradient paths.
 * :mod:`~nbseg.methods.transfgu.losses` - Eq. (8)-(15) as pure functions; :mod:`~.data` - crops and roi_align.
 * :mod:`~nbseg.methods.transfgu.evaluation` - the stages wired, the evaluation; :mod:`~.table3` - Table 3 and the
-  over-clustering measurement; :mod:`~.figures`; :mod:`~.paper` (the paper's numbers); :mod:`~.ablations`.
+  over-clustering measurement; :mod:`~.claims` - Table 3 as a row of ``nbseg claims``; :mod:`~.figures`;
+  :mod:`~.paper` (the paper's numbers); :mod:`~.ablations`.
 * ``nbseg/configs/transfgu_{world,voc,cocostuff27}.yaml`` - the shipped configs.
 """
 from pathlib import Path
 
 from nbseg.methods.base import MethodSpec, PaperNumbers, register
+from nbseg.methods.transfgu.claims import transfgu_claims
 from nbseg.methods.transfgu.ablations import ABLATION_COLUMNS, ABLATIONS, PAPER_COLUMN, SMOKE_ABLATIONS
 from nbseg.methods.transfgu.evaluation import (SMOKE_PROFILE, SMOKE_VAL_LIMIT, epoch_evaluator, evaluate_transfgu,
                                                training_dataset)
@@ -47,6 +49,7 @@ SPEC = register(MethodSpec(
                                   for i, name in enumerate(("initial", "trained", "bootstrapped"))}}),
     paper_column=PAPER_COLUMN,
     epoch_evaluator=epoch_evaluator,
+    claims=transfgu_claims,
 ))
 
 __all__ = ["SPEC", "TransFGU", "TransFGUConfig", "SegmenterDecoder"]
