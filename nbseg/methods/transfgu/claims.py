@@ -90,8 +90,8 @@ def transfgu_claims() -> list[Claim]:
         measure=_measure, effect="the smallest of: one round - pseudo, bootstrapped - one round (each label set), "
                                  "and the gap to k-means' growth coarse -> voc -> full",
         protocol="dataset-level Hungarian, one matching over the scored split, at the config's image size",
-        averaging="classes present in the ground truth (nbseg's 'present'; TransFGU's code also scores a predicted "
-                  "absent class 0)",
+        averaging="TransFGU's and STEGO's: every class the ground truth or the matched prediction holds, a "
+                  "predicted but absent class scoring 0 (mean_over='stego')",
         variant="official (released code); full profile = benchmarks/transfgu.py's CPU budget",
         judge=judge, rule=RULE)]
 

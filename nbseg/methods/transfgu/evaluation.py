@@ -102,9 +102,15 @@ def student_segmentation(model, patches: torch.Tensor, batch: int = 64) -> torch
 
 def score(preds: torch.Tensor, gts: torch.Tensor, n_clusters: int, n_classes: int,
           protocol: str = "hungarian") -> dict:
-    """The one protocol over the whole split (ignore 255): ``{"miou", "pixel_acc"}`` as fractions."""
+    """The one protocol over the whole split (ignore 255): ``{"miou", "miou_present", "pixel_acc"}`` as fractions.
+
+    ``miou`` averages the way TransFGU's (and STEGO's) code does, so it can sit beside the paper's tables: a class
+    the matching predicts but the ground truth lacks counts as IoU 0 (``mean_over="stego"``); ``miou_present``
+    averages only the classes present in the ground truth (nbseg's default). A per-image protocol has only the
+    latter (it averages within each image)."""
     r = evaluate_protocol(list(preds), list(gts), n_clusters, n_classes, protocol=protocol, ignore_index=255)
-    return {"miou": r.miou, "pixel_acc": r.pixel_acc}
+    miou = r.miou if protocol == "per-image" else r.miou_over("stego")
+    return {"miou": miou, "miou_present": r.miou, "pixel_acc": r.pixel_acc}
 
 
 def epoch_evaluator(cfg, backbone, limit: int | None = None, progress: bool = True):
@@ -178,10 +184,13 @@ def evaluate_transfgu(model, *, split: str | None = None, limit: int | None = No
     if kmeans:
         km = dataset_kmeans_over_seeds(patches, list(gts), n_classes, [cfg.seed])
         rows.append({"key": "kmeans", "segmentation": "dataset k-means on patch tokens", "protocol": "hungarian",
-                     "K": n_classes, "miou": km["miou_mean"], "pixel_acc": km["pixel_acc_mean"], **facts})
+                     "K": n_classes, "miou": km["miou_stego_mean"], "miou_present": km["miou_mean"],
+                     "pixel_acc": km["pixel_acc_mean"], **facts})
     description = {"method": "TransFGU", **backbone_facts(backbone), "dataset": facts["dataset"],
                    "variant": cfg.variant, "n_images": len(gts), "n_classes": n_classes, "K": K,
-                   "scored_at": f"{cfg.image_size}x{cfg.image_size}"}
+                   "scored_at": f"{cfg.image_size}x{cfg.image_size}",
+                   "averaging": "miou: TransFGU's / STEGO's (a predicted class absent from the ground truth scores "
+                                "0); miou_present: classes present in the ground truth"}
     return TransFGUEvaluation(rows, description, preds, gts, B.load_images(data, 0, len(gts), cfg.image_size))
 
 

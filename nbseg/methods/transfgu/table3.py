@@ -79,7 +79,8 @@ def measure_bootstrapping(base_cfg, run_root: str | Path, backbone, *, label_set
             cfg = dataclasses.replace(base_cfg, labels=labels, seed=int(seed), kmeans_seed=int(seed))
             gts = E.eval_labels(cfg, limit=val_limit)
             n_classes = len(open_split(cfg, cfg.eval_split).class_names)
-            km = dataset_kmeans_over_seeds(patches, list(gts), n_classes, [int(seed)])["miou_mean"]
+            # the averaging of E.score's miou (TransFGU's / STEGO's), so every stage is scored alike
+            km = dataset_kmeans_over_seeds(patches, list(gts), n_classes, [int(seed)])["miou_stego_mean"]
             train = E.prepare(cfg, backbone, progress=progress, tokens_of=train_tokens)   # training pseudo labels
             quality = E.concept_quality(cfg, train)
             val = E.prepare(cfg, backbone, split=cfg.eval_split, limit=len(gts), progress=progress,
