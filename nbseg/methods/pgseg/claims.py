@@ -65,7 +65,7 @@ def table4_claim(out_dir: str | Path, *, seeds=(0, 1, 2), ablations=tuple(TABLE4
             rows.append({"ablation": name, "seed": seed, "variant": cfg.variant, "steps": run.metrics["steps"],
                          **{col: _percent(key, run.metrics.get(key)) for key, col in COLUMNS.items()}})
     runs = pd.DataFrame(rows)
-    return Table4Result(runs=runs, summary=summarise(runs), verdict=verdict(runs, ablations[0], ablations[-1]))
+    return Table4Result(runs=runs, summary=summarise(runs), verdict=variant_verdicts(runs, ablations))
 
 
 def _percent(key: str, value):
@@ -77,11 +77,25 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     cols = [c for c in COLUMNS.values() if c in runs]
     grouped = runs.groupby("ablation", sort=False)[cols]
     table = grouped.mean().add_suffix(" mean").join(grouped.std(ddof=1).add_suffix(" std")).reset_index()
-    table.insert(1, "seeds", runs.groupby("ablation", sort=False).size().values)
+    table.insert(1, "variant", runs.groupby("ablation", sort=False)["variant"].first().values)
+    table.insert(2, "seeds", runs.groupby("ablation", sort=False).size().values)
     paper = {name: PAPER_TABLE_4[row] for name, (_, row) in TABLE4.items()}
     table["paper VOC mIoU % (derived from the paper's stated gains; not ours)"] = [
         paper.get(n.split(":")[-1]) for n in table["ablation"]]
     return table
+
+
+def variant_verdicts(runs: pd.DataFrame, ablations) -> dict:
+    """:func:`verdict` of each variant's last row against the first (GroupViT alone, the same in both variants):
+    keys ``full`` / ``voc`` for the paper variant, ``official/full`` / ``official/voc`` for the released one."""
+    last = {}
+    for name in ablations[1:]:
+        last[runs.loc[runs["ablation"] == name, "variant"].iloc[0]] = name
+    out = {}
+    for variant, full in last.items():
+        prefix = "" if variant == "paper" else f"{variant}/"
+        out.update({prefix + labels: v for labels, v in verdict(runs, ablations[0], full).items()})
+    return out
 
 
 def verdict(runs: pd.DataFrame, base: str, full: str) -> dict:
@@ -100,26 +114,27 @@ def verdict(runs: pd.DataFrame, base: str, full: str) -> dict:
 def zero_shot_throughput(model, images: torch.Tensor, repeats: int = 5) -> dict:
     """Images/s of zero-shot segmentation (``predict``: encoder, both assignments, prompt affinities, upsampling)
     against the encoder alone (``forward_features`` + image embedding) on ``images`` (B, 3, H, W); the best of
-    ``repeats`` timings each (prompt embeddings are cached, as in any batch run after the first)."""
+    ``repeats`` timings each, taken in turns so that both see the same load of a shared machine (prompt embeddings
+    are cached, as in any batch run after the first)."""
     model.eval()
     images = images.to(model.device)
     model.predict(images[:1])                                   # warm-up; fills the prompt cache
-
-    def best(fn):
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return len(images) / min(times)
 
     def encoder():
         out = model.image_encoder.forward_features(images)
         model.image_encoder.image_embedding(out.tokens)
 
-    enc, zs = best(encoder), best(lambda: model.predict(images))
+    timed = {"encoder": encoder, "zero-shot": lambda: model.predict(images)}
+    times = {name: [] for name in timed}
+    for _ in range(repeats):
+        for name, fn in timed.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    enc, zs = (len(images) / min(times[name]) for name in timed)
     return {"encoder images/s": enc, "zero-shot images/s": zs, "ratio": zs / enc, "batch": len(images),
             "threads": torch.get_num_threads()}
 
 
-__all__ = ["table4_claim", "Table4Result", "summarise", "verdict", "zero_shot_throughput", "COLUMNS"]
+__all__ = ["table4_claim", "Table4Result", "summarise", "verdict", "variant_verdicts", "zero_shot_throughput",
+           "COLUMNS"]
