@@ -1,7 +1,7 @@
 """PGSeg's Table-4 claim on the world (the paper: NPR improves zero-shot segmentation), sized for 2 shared CPU cores.
 
     python benchmarks/pgseg.py [--world DIR] [--out DIR] [--seeds 0 1 2] [--variants paper official]
-                               [--train-images N] [--quick] [--throughput-only] [--json OUT.json] [key=value ...]
+                               [--train-images N] [--quick] [--collect-only | --throughput-only] [--json OUT.json] [key=value ...]
 
 For each Table-4 row (GroupViT alone, + I-NPR, + T-NPR, + hard rejection) and each seed, trains PGSeg from scratch
 on the same first ``--train-images`` image-caption pairs of ``--world`` for one epoch (lambda = beta = 0 for the first
@@ -9,7 +9,8 @@ on the same first ``--train-images`` image-caption pairs of ``--world`` for one 
 (13 names, identity mapping), voc labels (8 thing names, background threshold chosen on 100 *train* images),
 synonym prompts ("sphere" for "ball"), compactness and richness (Fig. 5-6), with Hungarian and k-means rows as
 references. Then the zero-shot inference throughput against the encoder alone (``--throughput-only``: only that,
-on the first and last rows' finished runs, without re-scoring them). Every step is
+on the first and last rows' finished runs, without re-scoring them; ``--collect-only``: the table from the finished
+runs' metrics, e.g. after ``--variants official`` added the released rows beside the paper's). Every step is
 :func:`nbseg.methods.pgseg.claims.table4_claim` / :func:`~nbseg.methods.pgseg.claims.zero_shot_throughput`.
 
 Runs resume (rerun the same command). The numbers describe a tiny from-scratch encoder on a synthetic world; they
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
     from nbseg.config import parse_overrides
     from nbseg.data import load_dataset
     from nbseg.methods.pgseg.ablations import table4_rows
-    from nbseg.methods.pgseg.claims import table4_claim, zero_shot_throughput
+    from nbseg.methods.pgseg.claims import collect_table4, table4_claim, zero_shot_throughput
     from nbseg.methods.workflow import load_trained
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -47,6 +48,8 @@ def main(argv=None) -> int:
     p.add_argument("--train-images", type=int, default=3200)
     p.add_argument("--eval-limit", type=int, default=None, help="val images scored (default: all)")
     p.add_argument("--quick", action="store_true", help="2 seeds, 256 train images, 64 val images")
+    p.add_argument("--collect-only", action="store_true",
+                   help="the table from finished runs in --out (their metrics.json), no training, no re-scoring")
     p.add_argument("--throughput-only", action="store_true",
                    help="only the zero-shot throughput, on finished runs in --out (train them first)")
     p.add_argument("--json", default=None)
@@ -72,7 +75,8 @@ def main(argv=None) -> int:
         emit(report, args.json)
         return 0
     t0 = time.perf_counter()
-    result = table4_claim(args.out, seeds=seeds, ablations=tuple(names), overrides=overrides, eval_limit=eval_limit)
+    result = collect_table4(args.out, seeds=seeds, ablations=names) if args.collect_only else \
+        table4_claim(args.out, seeds=seeds, ablations=names, overrides=overrides, eval_limit=eval_limit)
     seconds = time.perf_counter() - t0
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print(result.runs.to_string(index=False))

@@ -2,13 +2,15 @@
 verdict per variant against the shared GroupViT-alone row (hand-made runs, no training)."""
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
 from nbseg.errors import ConfigError
 from nbseg.methods import get_method
 from nbseg.methods.pgseg.ablations import table4_rows
-from nbseg.methods.pgseg.claims import summarise, variant_verdicts
+from nbseg.methods.pgseg.claims import collect_table4, summarise, variant_verdicts
 
 
 def test_rows_per_variant_exist_in_the_ablations():
@@ -43,3 +45,21 @@ def test_summary_rows_name_their_variant_and_each_variant_gets_a_verdict():
     assert v["full"] == {"gain": 3.0, "std": 1.0, "supported": True}
     assert v["official/full"]["gain"] == -1.0 and not v["official/full"]["supported"]
     assert v["voc"]["gain"] == 1.5 and v["voc"]["std"] == 0.5 and v["voc"]["supported"]
+
+
+def test_collect_reads_finished_runs_and_names_a_missing_one(tmp_path):
+    for name, variant, base in (("groupvit", "paper", 0.10), ("official:inpr+tnpr+hrs", "official", 0.12)):
+        for seed in (0, 1):
+            run = tmp_path / name / f"seed{seed}"
+            run.mkdir(parents=True)
+            (run / "metrics.json").write_text(json.dumps(
+                {"variant": variant, "steps": 48, "pgseg/full/miou": base + seed / 100, "pgseg/voc/miou": base,
+                 "pgseg/compactness": 0.8}))
+    result = collect_table4(tmp_path, seeds=(0, 1), ablations=("groupvit", "official:inpr+tnpr+hrs"))
+    assert list(result.runs["variant"]) == ["paper", "paper", "official", "official"]
+    assert result.runs["full mIoU %"].tolist() == pytest.approx([10, 11, 12, 13])      # fractions -> percent
+    assert result.runs["compactness"].tolist() == [0.8] * 4
+    assert set(result.verdict) == {"official/full", "official/voc"}
+    assert result.verdict["official/full"]["gain"] == pytest.approx(2.0)
+    with pytest.raises(FileNotFoundError, match="seed 2 first"):
+        collect_table4(tmp_path, seeds=(0, 1, 2), ablations=("groupvit",))

@@ -9,6 +9,7 @@ larger of the two seed standard deviations; otherwise the table says it is not.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +63,31 @@ def table4_claim(out_dir: str | Path, *, seeds=(0, 1, 2), ablations=tuple(TABLE4
             cfg = ablation_config(spec, name, config=config, overrides={**(overrides or {}), "seed": seed})
             run = run_method(spec, cfg, Path(out_dir) / name / f"seed{seed}", progress=progress,
                              eval_limit=eval_limit)
-            rows.append({"ablation": name, "seed": seed, "variant": cfg.variant, "steps": run.metrics["steps"],
-                         **{col: _percent(key, run.metrics.get(key)) for key, col in COLUMNS.items()}})
+            rows.append(_row(name, seed, cfg.variant, run.metrics))
+    return _result(rows, ablations)
+
+
+def collect_table4(out_dir: str | Path, *, seeds=(0, 1, 2), ablations=tuple(TABLE4)) -> Table4Result:
+    """:func:`table4_claim`'s result from the finished runs' ``metrics.json`` in ``out_dir/<ablation>/seed<k>``,
+    without training or re-scoring (e.g. rows run by separate commands, or one variant after the other)."""
+    rows = []
+    for name in ablations:
+        for seed in seeds:
+            path = Path(out_dir) / name / f"seed{seed}" / "metrics.json"
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing: run table4_claim (benchmarks/pgseg.py) for "
+                                        f"{name!r}, seed {seed} first")
+            metrics = json.loads(path.read_text())
+            rows.append(_row(name, seed, metrics["variant"], metrics))
+    return _result(rows, ablations)
+
+
+def _row(name: str, seed: int, variant: str, metrics: dict) -> dict:
+    return {"ablation": name, "seed": seed, "variant": variant, "steps": metrics["steps"],
+            **{col: _percent(key, metrics.get(key)) for key, col in COLUMNS.items()}}
+
+
+def _result(rows: list[dict], ablations) -> Table4Result:
     runs = pd.DataFrame(rows)
     return Table4Result(runs=runs, summary=summarise(runs), verdict=variant_verdicts(runs, ablations))
 
@@ -136,5 +160,5 @@ def zero_shot_throughput(model, images: torch.Tensor, repeats: int = 5) -> dict:
             "threads": torch.get_num_threads()}
 
 
-__all__ = ["table4_claim", "Table4Result", "summarise", "verdict", "variant_verdicts", "zero_shot_throughput",
+__all__ = ["table4_claim", "collect_table4", "Table4Result", "summarise", "verdict", "variant_verdicts", "zero_shot_throughput",
            "COLUMNS"]
