@@ -1,14 +1,16 @@
 """PGSeg's Table-4 claim on the world (the paper: NPR improves zero-shot segmentation), sized for 2 shared CPU cores.
 
     python benchmarks/pgseg.py [--world DIR] [--out DIR] [--seeds 0 1 2] [--variants paper official]
-                               [--train-images N] [--quick] [--json OUT.json] [key=value ...]
+                               [--train-images N] [--quick] [--collect-only | --throughput-only] [--json OUT.json] [key=value ...]
 
 For each Table-4 row (GroupViT alone, + I-NPR, + T-NPR, + hard rejection) and each seed, trains PGSeg from scratch
 on the same first ``--train-images`` image-caption pairs of ``--world`` for one epoch (lambda = beta = 0 for the first
 3/4, as the paper's 30 of 40 epochs) and scores zero-shot segmentation of the val split by class name: full labels
 (13 names, identity mapping), voc labels (8 thing names, background threshold chosen on 100 *train* images),
 synonym prompts ("sphere" for "ball"), compactness and richness (Fig. 5-6), with Hungarian and k-means rows as
-references. Then the zero-shot inference throughput against the encoder alone. Every step is
+references. Then the zero-shot inference throughput against the encoder alone (``--throughput-only``: only that,
+on the first and last rows' finished runs, without re-scoring them; ``--collect-only``: the table from the finished
+runs' metrics, e.g. after ``--variants official`` added the released rows beside the paper's). Every step is
 :func:`nbseg.methods.pgseg.claims.table4_claim` / :func:`~nbseg.methods.pgseg.claims.zero_shot_throughput`.
 
 Runs resume (rerun the same command). The numbers describe a tiny from-scratch encoder on a synthetic world; they
@@ -17,6 +19,8 @@ are never the paper's (ViT-S/16 on 24M pairs; its Table-4 rows are shown beside 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import time
 from pathlib import Path
 
@@ -31,8 +35,8 @@ def main(argv=None) -> int:
 
     from nbseg.config import parse_overrides
     from nbseg.data import load_dataset
-    from nbseg.methods.pgseg.ablations import TABLE4
-    from nbseg.methods.pgseg.claims import table4_claim, zero_shot_throughput
+    from nbseg.methods.pgseg.ablations import table4_rows
+    from nbseg.methods.pgseg.claims import collect_table4, table4_claim, zero_shot_throughput
     from nbseg.methods.workflow import load_trained
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -44,6 +48,10 @@ def main(argv=None) -> int:
     p.add_argument("--train-images", type=int, default=3200)
     p.add_argument("--eval-limit", type=int, default=None, help="val images scored (default: all)")
     p.add_argument("--quick", action="store_true", help="2 seeds, 256 train images, 64 val images")
+    p.add_argument("--collect-only", action="store_true",
+                   help="the table from finished runs in --out (their metrics.json), no training, no re-scoring")
+    p.add_argument("--throughput-only", action="store_true",
+                   help="only the zero-shot throughput, on finished runs in --out (train them first)")
     p.add_argument("--json", default=None)
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
@@ -52,31 +60,45 @@ def main(argv=None) -> int:
     overrides = {"data_root": args.world, "train_limit": n_train, "batch_size": 32, "epochs": 1,
                  "warmup_epochs": 0.1, "npr_start_epoch": 0.75, "checkpoint_every": 50, "device": "cpu",
                  **parse_overrides(args.overrides)}
-    names = [n for n in TABLE4] + [f"official:{n}" for n in TABLE4 if n != "groupvit" and "official" in args.variants]
-    if "paper" not in args.variants:
-        names = ["groupvit"] + [n for n in names if n.startswith("official:")]
+    names = table4_rows(args.variants)
+    val = load_dataset("world", args.world, "val")
+    images = torch.stack([val[i].image for i in range(32)])
+    runs = {name: Path(args.out) / name / f"seed{seeds[0]}" for name in dict.fromkeys((names[0], names[-1]))}
+    if args.throughput_only:
+        missing = [str(r) for r in runs.values() if not (r / "metrics.json").exists()]
+        if missing:
+            p.error(f"--throughput-only needs finished runs, missing {missing}: run without --throughput-only first")
+        report = {"what": "PGSeg zero-shot inference vs the encoder alone (tiny GroupViT from scratch)",
+                  "machine": machine(),
+                  "throughput": {name: zero_shot_throughput(load_trained(run)[1], images)
+                                 for name, run in runs.items()}}
+        emit(report, args.json)
+        return 0
     t0 = time.perf_counter()
-    result = table4_claim(args.out, seeds=seeds, ablations=tuple(names), overrides=overrides, eval_limit=eval_limit)
+    result = collect_table4(args.out, seeds=seeds, ablations=names) if args.collect_only else \
+        table4_claim(args.out, seeds=seeds, ablations=names, overrides=overrides, eval_limit=eval_limit)
     seconds = time.perf_counter() - t0
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print(result.runs.to_string(index=False))
         print(result.summary.to_string(index=False))
-    val = load_dataset("world", args.world, "val")
-    images = torch.stack([val[i].image for i in range(32)])
-    throughput = {}
-    for name in (names[0], names[-1]):
-        _, model, _, _ = load_trained(Path(args.out) / name / f"seed{seeds[0]}")
-        throughput[name] = zero_shot_throughput(model, images)
+    throughput = {name: zero_shot_throughput(load_trained(run)[1], images) for name, run in runs.items()}
     world = load_dataset("world", args.world, "train")
     report = {
         "what": "PGSeg Table-4 claim on the world (tiny GroupViT from scratch; not the paper's numbers)",
         "world": args.world, "world_train_images": len(world), "train_pairs_used": n_train, "seeds": seeds,
-        "variants": args.variants, "overrides": {k: str(v) for k, v in overrides.items()},
+        "variants": args.variants, "machine": machine(), "overrides": {k: str(v) for k, v in overrides.items()},
         "seconds": round(seconds, 1), "verdict": result.verdict,
         "summary": result.summary.round(3).to_dict(orient="records"), "throughput": throughput,
     }
     emit(report, args.json)
     return 0
+
+
+def machine() -> str:
+    import torch
+
+    return (f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs: timings vary, the ratio "
+            f"is measured in one process), torch {torch.__version__}")
 
 
 if __name__ == "__main__":

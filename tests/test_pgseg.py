@@ -23,7 +23,8 @@ from nbseg.methods.pgseg.losses import (ema_prototypes, em_prototypes, hard_reje
                                         pg_loss, scalar_em_prototypes, symmetric_infonce)
 from nbseg.methods.pgseg.text import EOT, SOT, UNK, WordTokenizer
 from nbseg.methods.pgseg.zeroshot import (choose_background_threshold, class_scores, compactness,
-                                          final_assignment, group_class_affinity, labels_with_background, richness)
+                                          final_assignment, group_class_affinity, labels_with_background,
+                                          pixel_groups, richness)
 from nbseg.methods.workflow import load_method_config
 from nbseg.train import load_checkpoint
 
@@ -147,19 +148,24 @@ def test_zero_shot_functions_on_a_hand_made_scene():
     classes = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     affinity = group_class_affinity(groups, classes, 10.0)
     assert affinity[0, 0].argmax() == 1 and affinity[0, 1].argmax() == 0
-    scores = class_scores(final, (2, 2), affinity, (2, 2))
+    pixels = pixel_groups(final, (2, 2), (2, 2))
+    assert pixels.tolist() == [[[1, 1], [0, 0]]]
+    scores = class_scores(pixels, affinity)
+    assert scores.shape == (1, 2, 2, 2) and torch.equal(scores[0, :, 0, 0], affinity[0, 1])
     labels = scores.argmax(1)
     assert labels.tolist() == [[[0, 0], [1, 1]]]
-    assert labels_with_background(scores, affinity, None).tolist() == labels.tolist()
-    assert labels_with_background(scores, affinity, 0.5).tolist() == [[[1, 1], [2, 2]]]
-    assert labels_with_background(scores * 0.3, affinity, 0.5).tolist() == [[[0, 0], [0, 0]]]
+    assert labels_with_background(pixels, affinity, None).tolist() == labels.tolist()
+    assert labels_with_background(pixels, affinity, 0.5).tolist() == [[[1, 1], [2, 2]]]
+    # a third group (no pixel) scores 0.9: the image's bar is min(0.5, 0.9), both pixel groups (0.4) fall below
+    weak = torch.tensor([[[0.4, 0.35], [0.3, 0.4], [0.9, 0.05]]])
+    assert labels_with_background(pixels, weak, 0.5).tolist() == [[[0, 0], [0, 0]]]
+    assert labels_with_background(pixels, weak, 0.35).tolist() == [[[2, 2], [1, 1]]]
     # top-1 restriction by the image embedding keeps only class 0
     restricted = group_class_affinity(groups, classes, 10.0, image=torch.tensor([[1.0, 0.1]]), topk=1)
     assert restricted[0, :, 1].abs().max() == 0
-    # the top row is background and scores 0.4: 0.5 separates it, 0.3 does not (chosen on these images)
-    weak_top = scores.clone()
-    weak_top[..., 0, :] *= 0.4
-    best, table = choose_background_threshold([weak_top], [affinity], [torch.tensor([[[0, 0], [2, 2]]])],
+    # the top row (group 1) is background and its best class scores 0.4: 0.5 separates it, 0.3 does not
+    weak_top = torch.tensor([[[0.05, 0.95], [0.4, 0.35]]])
+    best, table = choose_background_threshold([pixels], [weak_top], [torch.tensor([[[0, 0], [2, 2]]])],
                                               ["background", "a", "b"], candidates=(0.3, 0.5))
     assert best == 0.5 and table[0.5] == 1.0 and table[0.3] < 1.0
 

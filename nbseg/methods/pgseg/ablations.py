@@ -8,7 +8,9 @@ derived from its stated gains (:mod:`nbseg.methods.pgseg.paper`), labelled as th
 """
 from __future__ import annotations
 
+from nbseg.errors import ConfigError
 from nbseg.methods.base import Ablation
+from nbseg.methods.pgseg.model import VARIANTS
 from nbseg.methods.pgseg.paper import PAPER_TABLE_4
 
 _ROWS = list(PAPER_TABLE_4)
@@ -30,4 +32,18 @@ ABLATION_COLUMNS = {"variant": "variant", "steps": "steps", "pgseg/full/miou": "
                     "pgseg/compactness": "compactness", "pgseg/richness": "richness"}
 PAPER_COLUMN = "paper mIoU % (VOC 2012 val, ViT-S/16, CC12M+RedCaps; derived from the stated gains)"
 
-__all__ = ["ABLATIONS", "SMOKE_ABLATIONS", "ABLATION_COLUMNS", "PAPER_COLUMN", "TABLE4"]
+
+
+def table4_rows(variants=("paper",)) -> tuple[str, ...]:
+    """Table 4's ablation names for ``variants``: GroupViT alone once (without NPR the variants do not differ),
+    then the NPR rows of each variant (``official:`` names for the released behaviour)."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown PGSeg variant(s) {unknown}: use {list(VARIANTS)}")
+    rows = ["groupvit"]
+    for variant in variants:
+        rows += [name if variant == "paper" else f"{variant}:{name}" for name in TABLE4 if name != "groupvit"]
+    return tuple(rows)
+
+
+__all__ = ["table4_rows", "ABLATIONS", "SMOKE_ABLATIONS", "ABLATION_COLUMNS", "PAPER_COLUMN", "TABLE4"]

@@ -12,6 +12,7 @@ larger of the two seed standard deviations (:func:`gain_over_std`); otherwise th
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,11 +67,34 @@ def table4_claim(out_dir: str | Path, *, seeds=(0, 1, 2), ablations=tuple(TABLE4
             cfg = ablation_config(spec, name, config=config, overrides={**(overrides or {}), "seed": seed})
             run = run_method(spec, cfg, Path(out_dir) / name / f"seed{seed}", progress=progress,
                              eval_limit=eval_limit)
-            rows.append({"ablation": name, "seed": seed, "variant": cfg.variant, "steps": run.metrics["steps"],
-                         "backbone": run.metrics.get("backbone_description"), "dataset": run.metrics.get("dataset"),
-                         **{col: _percent(key, run.metrics.get(key)) for key, col in COLUMNS.items()}})
+            rows.append(_row(name, seed, cfg.variant, run.metrics))
+    return _result(rows, ablations)
+
+
+def collect_table4(out_dir: str | Path, *, seeds=(0, 1, 2), ablations=tuple(TABLE4)) -> Table4Result:
+    """:func:`table4_claim`'s result from the finished runs' ``metrics.json`` in ``out_dir/<ablation>/seed<k>``,
+    without training or re-scoring (e.g. rows run by separate commands, or one variant after the other)."""
+    rows = []
+    for name in ablations:
+        for seed in seeds:
+            path = Path(out_dir) / name / f"seed{seed}" / "metrics.json"
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing: run table4_claim (benchmarks/pgseg.py) for "
+                                        f"{name!r}, seed {seed} first")
+            metrics = json.loads(path.read_text())
+            rows.append(_row(name, seed, metrics["variant"], metrics))
+    return _result(rows, ablations)
+
+
+def _row(name: str, seed: int, variant: str, metrics: dict) -> dict:
+    return {"ablation": name, "seed": seed, "variant": variant, "steps": metrics["steps"],
+            "backbone": metrics.get("backbone_description"), "dataset": metrics.get("dataset"),
+            **{col: _percent(key, metrics.get(key)) for key, col in COLUMNS.items()}}
+
+
+def _result(rows: list[dict], ablations) -> Table4Result:
     runs = pd.DataFrame(rows)
-    return Table4Result(runs=runs, summary=summarise(runs), verdict=verdict(runs, ablations[0], ablations[-1]))
+    return Table4Result(runs=runs, summary=summarise(runs), verdict=variant_verdicts(runs, ablations))
 
 
 def _percent(key: str, value):
@@ -82,7 +106,8 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     cols = [c for c in COLUMNS.values() if c in runs]
     grouped = runs.groupby("ablation", sort=False)[cols]
     table = grouped.mean().add_suffix(" mean").join(grouped.std(ddof=1).add_suffix(" std")).reset_index()
-    table.insert(1, "seeds", runs.groupby("ablation", sort=False).size().values)
+    table.insert(1, "variant", runs.groupby("ablation", sort=False)["variant"].first().values)
+    table.insert(2, "seeds", runs.groupby("ablation", sort=False).size().values)
     paper = {name: PAPER_TABLE_4[row] for name, (_, row) in TABLE4.items()}
     table["paper VOC mIoU % (derived from the paper's stated gains; not ours)"] = [
         paper.get(n.split(":")[-1]) for n in table["ablation"]]
@@ -96,6 +121,19 @@ def gain_over_std(base, full) -> dict:
     std = float(max(np.std(a, ddof=1) if len(a) > 1 else 0.0, np.std(b, ddof=1) if len(b) > 1 else 0.0))
     gain = float(b.mean() - a.mean())
     return {"gain": gain, "std": std, "supported": bool(gain > std and len(a) > 1 and len(b) > 1)}
+
+
+def variant_verdicts(runs: pd.DataFrame, ablations) -> dict:
+    """:func:`verdict` of each variant's last row against the first (GroupViT alone, the same in both variants):
+    keys ``full`` / ``voc`` for the paper variant, ``official/full`` / ``official/voc`` for the released one."""
+    last = {}
+    for name in ablations[1:]:
+        last[runs.loc[runs["ablation"] == name, "variant"].iloc[0]] = name
+    out = {}
+    for variant, full in last.items():
+        prefix = "" if variant == "paper" else f"{variant}/"
+        out.update({prefix + labels: v for labels, v in verdict(runs, ablations[0], full).items()})
+    return out
 
 
 def verdict(runs: pd.DataFrame, base: str, full: str) -> dict:
@@ -162,27 +200,32 @@ def pgseg_claims() -> list[Claim]:
 def zero_shot_throughput(model, images: torch.Tensor, repeats: int = 5) -> dict:
     """Images/s of zero-shot segmentation (``predict``: encoder, both assignments, prompt affinities, upsampling)
     against the encoder alone (``forward_features`` + image embedding) on ``images`` (B, 3, H, W); the best of
-    ``repeats`` timings each (prompt embeddings are cached, as in any batch run after the first)."""
+    ``repeats`` timings each, taken in turns so that both see the same load of a shared machine, in wall time
+    (``ratio``) and in this process's CPU time (``cpu ratio``); prompt embeddings are cached, as in any batch run
+    after the first."""
     model.eval()
     images = images.to(model.device)
     model.predict(images[:1])                                   # warm-up; fills the prompt cache
-
-    def best(fn):
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return len(images) / min(times)
 
     def encoder():
         out = model.image_encoder.forward_features(images)
         model.image_encoder.image_embedding(out.tokens)
 
-    enc, zs = best(encoder), best(lambda: model.predict(images))
-    return {"encoder images/s": enc, "zero-shot images/s": zs, "ratio": zs / enc, "batch": len(images),
-            "threads": torch.get_num_threads()}
+    timed = {"encoder": encoder, "zero-shot": lambda: model.predict(images)}
+    wall, cpu = ({name: [] for name in timed} for _ in range(2))
+    for _ in range(repeats):
+        for name, fn in timed.items():
+            t, c = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
+    enc, zs = (len(images) / min(wall[name]) for name in timed)
+    # CPU seconds of this process: less sensitive than wall time to other jobs on a shared machine
+    cpu_enc, cpu_zs = (min(cpu[name]) for name in timed)
+    return {"encoder images/s": enc, "zero-shot images/s": zs, "ratio": zs / enc, "cpu ratio": cpu_enc / cpu_zs,
+            "batch": len(images), "threads": torch.get_num_threads()}
 
 
-__all__ = ["table4_claim", "Table4Result", "summarise", "verdict", "gain_over_std", "zero_shot_throughput",
-           "pgseg_claims", "COLUMNS", "CLAIM_SETTINGS", "CLAIM_ARMS", "CLAIM_RULE"]
+__all__ = ["table4_claim", "collect_table4", "Table4Result", "summarise", "verdict", "variant_verdicts",
+           "gain_over_std", "zero_shot_throughput", "pgseg_claims", "COLUMNS", "CLAIM_SETTINGS", "CLAIM_ARMS",
+           "CLAIM_RULE"]

@@ -64,11 +64,11 @@ def choose_threshold(model, *, images: int | None = None, progress: bool = False
     cfg = model.cfg
     data = open_split(cfg, "train", "voc")
     n = min(images or cfg.threshold_images, len(data))
-    scores, affinities, gts = [], [], []
+    groups, affinities, gts = [], [], []
     for images_, labels in tqdm(_batches(data, n), desc="bg threshold (train)", disable=not progress):
-        s, a = model.zero_shot(images_, THING_CLASSES)
-        scores.append(s), affinities.append(a), gts.append(torch.stack(labels))
-    return choose_background_threshold(scores, affinities, gts, data.class_names)
+        g, a = model.zero_shot(images_, THING_CLASSES)
+        groups.append(g), affinities.append(a), gts.append(torch.stack(labels))
+    return choose_background_threshold(groups, affinities, gts, data.class_names)
 
 
 @dataclass
@@ -108,10 +108,9 @@ def evaluate_pgseg(model, *, split: str | None = None, limit: int | None = None,
                                                                 disable=not progress)):
         out = model.image_encoder.forward_features(images.to(model.device))
         size = tuple(images.shape[-2:])
-        preds["full"].append(model.scores_for(out, names, None, size)[0].argmax(1).cpu())
-        preds["synonyms"].append(model.scores_for(out, synonym_names(names), None, size)[0].argmax(1).cpu())
-        s, a = model.scores_for(out, THING_CLASSES, None, size)
-        preds["voc"].append(labels_with_background(s, a, threshold).cpu())
+        for key, prompts, bar in (("full", names, None), ("synonyms", synonym_names(names), None),
+                                  ("voc", THING_CLASSES, threshold)):
+            preds[key].append(labels_with_background(*model.groups_for(out, prompts, None, size), bar).cpu())
         gts_full.append(torch.stack(labels))
         gts_voc.append(torch.stack([voc[i].label for i in range(start, start + len(labels))]))
         stage1 = out.stages[0].grouped

@@ -18,13 +18,8 @@ import torch.nn.functional as F
 
 from nbseg import viz
 from nbseg.methods.pgseg.losses import em_prototypes
-from nbseg.methods.pgseg.zeroshot import final_assignment, labels_with_background
+from nbseg.methods.pgseg.zeroshot import final_assignment, labels_with_background, pixel_groups
 from nbseg.widgets import redraw_on_change, show_figure
-
-
-def _upsample_ids(assignment: torch.Tensor, grid, size) -> torch.Tensor:
-    maps = assignment.reshape(assignment.shape[0], -1, *grid)
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False).argmax(1)
 
 
 @torch.no_grad()
@@ -42,11 +37,11 @@ def group_maps(model, images: torch.Tensor, names: list[str]) -> dict[str, torch
         F.normalize(torch.randn(s1.shape[1], out.patch_tokens.shape[-1], generator=torch.Generator().manual_seed(0)),
                     dim=-1).to(images.device)
     _, resp = em_prototypes(out.patch_tokens, mu0, model.cfg.em_iters)
-    scores, affinity = model.scores_for(out, names, None, size)
-    return {"stage 1 groups": _upsample_ids(s1, out.grid, size).cpu(),
-            "stage 2 groups (A1 A2)": _upsample_ids(final_assignment(s1, s2), out.grid, size).cpu(),
-            "EM prototypes (stage 1 input)": _upsample_ids(resp.transpose(1, 2), out.grid, size).cpu(),
-            "zero-shot": labels_with_background(scores, affinity, None).cpu()}
+    groups, affinity = model.groups_for(out, names, None, size)
+    return {"stage 1 groups": pixel_groups(s1, out.grid, size).cpu(),
+            "stage 2 groups (A1 A2)": pixel_groups(final_assignment(s1, s2), out.grid, size).cpu(),
+            "EM prototypes (stage 1 input)": pixel_groups(resp.transpose(1, 2), out.grid, size).cpu(),
+            "zero-shot": labels_with_background(groups, affinity, None).cpu()}
 
 
 def _title(model, dataset: str) -> str:
@@ -63,8 +58,7 @@ def stage_figure(model, images: torch.Tensor, labels, names: list[str], *, datas
 
 def zero_shot_figure(model, images: torch.Tensor, names: list[str], *, dataset: str = "world/val"):
     """Zero-shot segmentations of ``images`` for the class ``names`` (no background)."""
-    scores, affinity = model.zero_shot(images, names)
-    preds = labels_with_background(scores, affinity, None)
+    preds = labels_with_background(*model.zero_shot(images, names), None)
     return viz.segmentation_grid(images, {f"prompts: {', '.join(names)}": preds}, class_names=names,
                                  title=f"zero-shot by name · {_title(model, dataset)}")
 
@@ -72,8 +66,7 @@ def zero_shot_figure(model, images: torch.Tensor, names: list[str], *, dataset: 
 def prompt_state(model, images: torch.Tensor, index: int, prompts: str) -> dict:
     """What the prompt explorer shows: the parsed class names, the image index and the predicted map."""
     names = [n.strip() for n in prompts.split(",") if n.strip()] or model.class_names()
-    scores, affinity = model.zero_shot(images[index:index + 1], names)
-    pred = labels_with_background(scores, affinity, None)[0]
+    pred = labels_with_background(*model.zero_shot(images[index:index + 1], names), None)[0]
     return {"index": index, "names": names, "prediction": pred,
             "present": [names[i] for i in sorted(set(pred.unique().tolist()))]}
 

@@ -38,7 +38,7 @@ from nbseg.methods.pgseg.losses import (clamped_scale, ema_prototypes, hard_reje
                                         paired, pg_loss, scalar_em_prototypes, symmetric_infonce)
 from nbseg.methods.pgseg.text import TextEncoder
 from nbseg.methods.pgseg.zeroshot import (CAPTION_TEMPLATE, class_scores, final_assignment, group_class_affinity,
-                                          labels_with_background)
+                                          labels_with_background, pixel_groups)
 from nbseg.train import TrainConfig
 from nbseg.world import STUFF_CLASSES, THING_CLASSES
 
@@ -252,18 +252,21 @@ class PGSeg(nn.Module):
     @torch.no_grad()
     def zero_shot(self, images: torch.Tensor, names: list[str], template: str | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images (B, 3, H, W) in [0, 1] -> (class scores (B, K, H, W), affinity (B, G2, K)) for ``names``."""
+        """Images (B, 3, H, W) in [0, 1] -> (pixel groups (B, H, W), affinity (B, G2, K)) for ``names``; the labels
+        are :func:`~nbseg.methods.pgseg.zeroshot.labels_with_background` of the two."""
         images = images.to(self.device, torch.float32)
         out = self.image_encoder.forward_features(images)
-        return self.scores_for(out, names, template, tuple(images.shape[-2:]))
+        return self.groups_for(out, names, template, tuple(images.shape[-2:]))
 
-    def scores_for(self, out, names: list[str], template: str | None, size: tuple[int, int]):
-        """Encoder output -> (class scores (B, K, H, W) at ``size``, affinity (B, G2, K)) for ``names``."""
+    def groups_for(self, out, names: list[str], template: str | None, size: tuple[int, int]):
+        """Encoder output -> (pixel -> stage-2 group (B, H, W) at ``size``, group -> class affinity (B, G2, K)) for
+        ``names``."""
+        encoder = self.image_encoder
+        image = encoder.image_embedding(out.tokens) if self.cfg.topk_classes else None   # only top-k reads it
+        affinity = group_class_affinity(encoder.group_embeddings(out.tokens), self.prompt_embeddings(names, template),
+                                        clamped_scale(self.logit_scale), image, self.cfg.topk_classes)
         assignment = final_assignment(out.stages[0].grouped.soft, out.stages[1].grouped.soft)
-        affinity = group_class_affinity(self.image_encoder.group_embeddings(out.tokens),
-                                        self.prompt_embeddings(names, template), clamped_scale(self.logit_scale),
-                                        self.image_encoder.image_embedding(out.tokens), self.cfg.topk_classes)
-        return class_scores(assignment, out.grid, affinity, size), affinity
+        return pixel_groups(assignment, out.grid, size), affinity
 
     @torch.no_grad()
     def scores_from_features(self, patches: torch.Tensor) -> torch.Tensor:
@@ -271,14 +274,14 @@ class PGSeg(nn.Module):
         the configured prompts."""
         B, h, w, D = patches.shape
         out = self.image_encoder.encode_tokens(patches.reshape(B, h * w, D).to(self.device), (h, w))
-        return self.scores_for(out, self.class_names(), None, (h, w))[0]
+        return class_scores(*self.groups_for(out, self.class_names(), None, (h, w)))
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [0, 1] -> (B, H, W) int64 class ids of the configured prompts (with
         ``background_threshold``: 0 = background, 1..K the prompts)."""
-        scores, affinity = self.zero_shot(images, self.class_names())
-        return labels_with_background(scores, affinity, self.cfg.background_threshold)
+        groups, affinity = self.zero_shot(images, self.class_names())
+        return labels_with_background(groups, affinity, self.cfg.background_threshold)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.predict(images)

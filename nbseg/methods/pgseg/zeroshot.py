@@ -5,11 +5,13 @@ tensor functions.
    -> stage-2 groups.
 2. :func:`group_class_affinity` - group -> class ``softmax_K(s * cos(group embedding, prompt embedding))``,
    optionally restricted to the image's top-k classes (masked softmax times the unrestricted one).
-3. :func:`class_scores` - the assignment upsampled to the image, argmaxed to one group per pixel, times the
-   affinity: per-pixel class scores (B, K, H, W).
-4. :func:`labels_with_background` - class ids with a background class 0 where the best class score is below
-   ``min(threshold, the image's largest affinity)``; the threshold is chosen on *train* images
-   (:func:`choose_background_threshold`), never on val.
+3. :func:`pixel_groups` - the assignment upsampled bilinearly to the image and argmaxed: one stage-2 group per
+   pixel (B, H, W).
+4. :func:`labels_with_background` - each pixel takes its group's best class (the group -> class affinity is
+   argmaxed once per group and gathered to the pixels); with a background class 0 where that class's affinity is
+   below ``min(threshold, the image's largest affinity)``; the threshold is chosen on *train* images
+   (:func:`choose_background_threshold`), never on val. :func:`class_scores` spells the dense per-pixel class
+   scores (B, K, H, W) out, for display; the labels never build them (the zero-shot throughput, docs 6.4).
 
 Also the Fig. 5/6 measures: :func:`compactness` and :func:`richness`.
 """
@@ -50,25 +52,40 @@ def group_class_affinity(groups: torch.Tensor, classes: torch.Tensor, scale: flo
     return affinity
 
 
-def class_scores(assignment: torch.Tensor, grid: tuple[int, int], affinity: torch.Tensor,
-                 size: tuple[int, int]) -> torch.Tensor:
-    """assignment (B, G, h*w), affinity (B, G, K) -> (B, K, H, W): the assignment resized bilinearly to ``size``,
-    each pixel given to its most likely group (one-hot), scored with that group's class affinities."""
+def pixel_groups(assignment: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """assignment (B, G, h*w) -> (B, H, W) int64: the assignment resized bilinearly to ``size``, each pixel given
+    to its most likely group (the first on ties)."""
     maps = F.interpolate(assignment.reshape(assignment.shape[0], -1, *grid), size=size, mode="bilinear",
                          align_corners=False)
-    one_hot = F.one_hot(maps.argmax(1), maps.shape[1]).to(affinity.dtype)                  # (B, H, W, G)
-    return torch.einsum("bhwg,bgk->bkhw", one_hot, affinity)
+    # max(1).indices, not argmax(1): the same first-maximum index, but argmax over a non-innermost axis is the
+    # slowest step of zero-shot inference on CPU (several times the bilinear resize)
+    return maps.max(1).indices
 
 
-def labels_with_background(scores: torch.Tensor, affinity: torch.Tensor, threshold: float | None) -> torch.Tensor:
-    """scores (B, K, H, W) -> (B, H, W) int64. ``threshold`` None: the argmax class (0..K-1). Else 0 is the
-    background and classes are 1..K; a pixel is background when its best score is below
-    ``min(threshold, max affinity of its image)`` (docs 6.4; GroupViT's rule)."""
-    best, label = scores.max(1)
+def _gather_groups(per_group: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """per_group (B, G, ...) values of each group, groups (B, H, W) pixel -> group -> (B, H, W, ...)."""
+    B, H, W = groups.shape
+    flat = groups.reshape(B, H * W, *([1] * (per_group.dim() - 2))).expand(-1, -1, *per_group.shape[2:])
+    return per_group.gather(1, flat).reshape(B, H, W, *per_group.shape[2:])
+
+
+def class_scores(groups: torch.Tensor, affinity: torch.Tensor) -> torch.Tensor:
+    """groups (B, H, W) pixel -> group, affinity (B, G, K) -> (B, K, H, W): each pixel scored with its group's
+    class affinities (``one_hot(group) @ affinity``)."""
+    return _gather_groups(affinity, groups).permute(0, 3, 1, 2)
+
+
+def labels_with_background(groups: torch.Tensor, affinity: torch.Tensor, threshold: float | None) -> torch.Tensor:
+    """groups (B, H, W) pixel -> group, affinity (B, G, K) -> (B, H, W) int64: the argmax of
+    :func:`class_scores` over K, computed per group (B, G) and gathered to the pixels. ``threshold`` None: the
+    class (0..K-1). Else 0 is the background and classes are 1..K; a pixel is background when its best score is
+    below ``min(threshold, max affinity of its image)`` (docs 6.4; GroupViT's rule)."""
+    best, label = affinity.max(-1)                                                        # (B, G)
+    label = _gather_groups(label, groups)
     if threshold is None:
         return label
     bar = torch.minimum(torch.full_like(affinity[:, 0, 0], float(threshold)), affinity.flatten(1).amax(1))
-    return torch.where(best < bar[:, None, None], torch.zeros_like(label), label + 1)
+    return torch.where(_gather_groups(best, groups) < bar[:, None, None], torch.zeros_like(label), label + 1)
 
 
 def identity_scores(preds: Sequence[torch.Tensor], gts: Sequence[torch.Tensor], class_names: list[str],
@@ -81,15 +98,16 @@ def identity_scores(preds: Sequence[torch.Tensor], gts: Sequence[torch.Tensor], 
                                  n_images=len(preds), ignore_index=ignore_index)
 
 
-def choose_background_threshold(scores: Sequence[torch.Tensor], affinities: Sequence[torch.Tensor],
+def choose_background_threshold(groups: Sequence[torch.Tensor], affinities: Sequence[torch.Tensor],
                                 gts: Sequence[torch.Tensor], class_names: list[str],
                                 candidates: Sequence[float] = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))
                                 ) -> tuple[float, dict[float, float]]:
     """The background threshold maximising mIoU (identity mapping, ``class_names`` with background first) on the
-    given images - pass *train* images. Returns (threshold, {threshold: mIoU})."""
+    given images' pixel groups (:func:`pixel_groups`) and affinities - pass *train* images. Returns (threshold,
+    {threshold: mIoU})."""
     table = {}
     for t in candidates:
-        preds = [labels_with_background(s, a, float(t)) for s, a in zip(scores, affinities)]
+        preds = [labels_with_background(g, a, float(t)) for g, a in zip(groups, affinities)]
         table[float(t)] = identity_scores(preds, gts, class_names).miou
     best = max(table, key=lambda t: (table[t], -t))
     return best, table
@@ -112,5 +130,5 @@ def richness(group_tokens: torch.Tensor) -> float:
     return float(x.var(dim=0).mean() * x.shape[-1])
 
 
-__all__ = ["final_assignment", "group_class_affinity", "class_scores", "labels_with_background", "identity_scores",
+__all__ = ["final_assignment", "group_class_affinity", "pixel_groups", "class_scores", "labels_with_background", "identity_scores",
            "choose_background_threshold", "compactness", "richness", "CAPTION_TEMPLATE", "PAPER_TEMPLATE"]
