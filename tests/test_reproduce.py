@@ -65,8 +65,10 @@ def plan_of(notebooks, **parameters):
 
 def test_plan_checks_parameters_before_anything_runs(notebooks):
     plan = plan_of(notebooks)
-    assert [u.name for u in plan.units] == ["world", "00_alpha", "01_beta"]      # the default world comes first
-    assert all(u.deps == ("world",) for u in plan.units[1:])
+    assert [u.name for u in plan.units] == ["00_alpha", "01_beta"] and plan.unit("01_beta").deps == ()
+    real = build_plan("smoke", ["01", "ablate-dcn"])          # units that read the default world wait for it
+    assert [u.name for u in real.units] == ["world", "01_attention_thresholds", "ablate-dcn"]
+    assert all(u.deps == ("world",) for u in real.units[1:])
     with pytest.raises(ConfigError, match=r"01_beta: parameter N expects int .* got 'many'"):
         plan_of(notebooks, **{"01_beta:N": "many"})
     with pytest.raises(ConfigError, match="NSTEPS are taken by no selected unit"):
@@ -142,7 +144,7 @@ class Links(HTMLParser):
 def test_second_run_skips_a_changed_parameter_reruns_one_and_the_report_resolves(notebooks, tmp_path):
     out = tmp_path / "out"
     first = reproduce(out, plan_of(notebooks))
-    assert statuses(first) in ({"world": "ok", "00_alpha": "ok", "01_beta": "ok"},)
+    assert statuses(first) == {"00_alpha": "ok", "01_beta": "ok"}
     table = pd.read_csv(out / "metrics.csv")
     ratio = table[(table.unit == "01_beta") & (table.metric == "ratio")]
     assert float(ratio.value.iloc[0]) == pytest.approx(0.25) and ratio.backbone.iloc[0] == "embedded"
@@ -151,7 +153,7 @@ def test_second_run_skips_a_changed_parameter_reruns_one_and_the_report_resolves
     assert set(statuses(again).values()) == {"cached"} and again.wall_s < 5
 
     changed = reproduce(out, plan_of(notebooks, **{"01_beta:N": 5}))
-    assert statuses(changed) == {"world": "cached", "00_alpha": "cached", "01_beta": "ok"}
+    assert statuses(changed) == {"00_alpha": "cached", "01_beta": "ok"}
     table = pd.read_csv(out / "metrics.csv")
     assert float(table[(table.unit == "01_beta") & (table.metric == "ratio")].value.iloc[0]) == pytest.approx(0.2)
 
@@ -172,11 +174,10 @@ def test_second_run_skips_a_changed_parameter_reruns_one_and_the_report_resolves
 def test_a_failing_unit_is_reported_with_its_cell_and_the_rest_run(notebooks, tmp_path):
     out = tmp_path / "out"
     plan = plan_of(notebooks, **{"00_alpha:N": 0})
-    # 01_beta waits for 00_alpha here (a dependency), so it is skipped with the reason; the world still runs
-    plan = dataclasses.replace(plan, units=[plan.units[0], plan.units[1],
-                                            dataclasses.replace(plan.units[2], deps=("world", "00_alpha"))])
+    # 01_beta waits for 00_alpha here (a dependency), so it is skipped with the reason
+    plan = dataclasses.replace(plan, units=[plan.units[0], dataclasses.replace(plan.units[1], deps=("00_alpha",))])
     summary = reproduce(out, plan)
-    assert statuses(summary) == {"world": "ok", "00_alpha": "failed", "01_beta": "skipped"}
+    assert statuses(summary) == {"00_alpha": "failed", "01_beta": "skipped"}
     failures = json.loads((out / FAILURES).read_text())
     assert [f["unit"] for f in failures] == ["00_alpha", "01_beta"]
     assert "code cell 2" in failures[0]["cell"] and "ZeroDivisionError" in failures[0]["cell"]
@@ -221,14 +222,18 @@ def test_out_dir_holding_a_users_files_is_refused(notebooks, tmp_path):
 
 @pytest.mark.notebook
 def test_smoke_reproduction_of_real_notebooks(tmp_path):
+    from nbseg.world import WorldSpec, write_world
+
+    root = write_world(tmp_path / "world", WorldSpec(size=96, n_train=8, n_val=24), workers=1, progress=False)
     out = tmp_path / "repro"
     code = nbseg.cli.main(["reproduce", str(out), "--profile", "smoke", "--only", "01_attention_thresholds",
-                           "04_class_angles"])
+                           "04_class_angles", "-p", f"DATA_ROOT={root}"])
     assert code == 0
     table = pd.read_csv(out / "metrics.csv")
     assert set(table.unit) == {"01_attention_thresholds", "04_class_angles"}
-    assert set(table.backbone) == {"embedded"} and set(table.dataset) == {"world"}
+    assert set(table.backbone) == {"embedded"} and set(table.dataset) == {f"world ({root})"}
     smoke = table[table.metric == "smoke"]
     assert len(smoke) == 2 and set(smoke.value.astype(str)) == {"True"}
     numbers = pd.to_numeric(table.value, errors="coerce").dropna()
-    assert len(numbers) >= 6
+    assert len(numbers) >= 6 and numbers.notna().all()
+    assert not (out / "units" / "world").exists()          # a given DATA_ROOT: no world to write first

@@ -18,6 +18,7 @@ applies to one unit only. A key no selected unit takes, or a value of the wrong 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -95,8 +96,9 @@ def preset_parameters(name: str) -> tuple[str, dict[str, Any]]:
 # identity of code, weights and data
 
 
+@functools.lru_cache(maxsize=1)
 def code_revision() -> str:
-    """The git revision of the checkout (``-dirty`` plus a hash of the uncommitted diff when there is one, so an
+    """Once per process (the code this process plans with): the git revision of the checkout (``-dirty`` plus a hash of the uncommitted diff when there is one, so an
     edit re-runs what it may change), or the package version and a hash of the ``nbseg/`` sources outside git."""
     rev = git_revision(repo_root())
     if rev == "unknown":
@@ -251,7 +253,7 @@ def build_plan(profile: str = "smoke", only: list[str] | None = None, parameters
     except ConfigError as err:
         raise ConfigError(f"nothing was run: {err}") from err
     revision = code_revision()
-    facts = {"backbone": backbone, "weights": weights or "default file" if backbone == "embedded" else weights,
+    facts = {"backbone": backbone, "weights": weights or ("the shipped file" if backbone == "embedded" else "the hub's"),
              "weights sha256": weights_sha, "dataset": dataset if data_root is None else f"{dataset} ({data_root})"}
     used: set[str] = set()
     units: list[Unit] = []
@@ -271,7 +273,8 @@ def build_plan(profile: str = "smoke", only: list[str] | None = None, parameters
             values.update(mine)
             problems += _override_problems(name, defaults, values)
             code = hashlib.sha256(paths[name].read_bytes()).hexdigest()   # the notebook is the unit's code
-            units.append(Unit(name, "notebook", values, deps, str(paths[name]),
+            reads_data = "DATA_ROOT" in defaults         # a notebook without a dataset needs no world
+            units.append(Unit(name, "notebook", values, deps if reads_data else (), str(paths[name]),
                               facts={**facts, "protocol": "as the notebook records", "variant":
                                      values.get("VARIANT", defaults.get("VARIANT", "default"))},
                               key=unit_key(name, values, revision, weights_sha, data_id, profile + code)))
@@ -303,7 +306,7 @@ def build_plan(profile: str = "smoke", only: list[str] | None = None, parameters
                         f"({', '.join(selected)}); check the spelling, or scope one with -p UNIT:KEY=VALUE")
     if problems:
         raise ConfigError("nothing was run:\n  " + "\n  ".join(dict.fromkeys(problems)))
-    if needs_world and units:
+    if any(WORLD in u.deps for u in units):
         units.insert(0, Unit(WORLD, "world", {}, (), "", facts={**facts, "protocol": "", "variant": ""},
                              key=unit_key(WORLD, {}, revision, "", data_id)))
     return Plan(units, profile, revision, preset)

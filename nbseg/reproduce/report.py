@@ -47,7 +47,7 @@ def _unit_metrics(out: Path, unit: Unit) -> list[tuple[str, object]]:
         table = pd.read_csv(folder / spec.ablation_table)
         ours = [c for c in spec.ablation_columns.values() if c in table]
         return [(f"{row['ablation']}/{column}", row[column]) for _, row in table.iterrows() for column in ours
-                if isinstance(row[column], (int, float)) and not pd.isna(row[column])]
+                if pd.api.types.is_number(row[column]) and not pd.isna(row[column])]
     if unit.kind == "claims":
         table = pd.read_csv(folder / "claims.csv")
         return [(f"{row['claim id']}/{what}", row[what]) for _, row in table.iterrows()
