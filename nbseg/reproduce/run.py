@@ -29,9 +29,10 @@ from pathlib import Path
 from nbseg.errors import ConfigError
 from nbseg.io import atomic_write_json
 from nbseg.reproduce.plan import Plan, Unit, torchrun_command
-from nbseg.reproduce.unit import RESULT, THREADS_ENV
 
 MARKER = "reproduce.json"
+RESULT = "result.json"        # what a unit's process writes into its work folder (nbseg.reproduce.unit)
+THREADS_ENV = "NBSEG_THREADS"  # the torch threads of a unit's process
 UNIT_INFO = "unit.json"
 FAILURES = "failures.json"
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", THREADS_ENV)
@@ -237,4 +238,4 @@ def _schedule(out: Path, plan: Plan, pending: list, running: dict, outcomes: dic
 
 
 __all__ = ["run_plan", "Summary", "Outcome", "prepare_out", "up_to_date", "unit_dir", "work_dir", "command",
-           "threads_per_job", "cores", "MARKER", "UNIT_INFO", "FAILURES"]
+           "threads_per_job", "cores", "MARKER", "UNIT_INFO", "FAILURES", "RESULT", "THREADS_ENV"]

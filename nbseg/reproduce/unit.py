@@ -16,9 +16,7 @@ import traceback
 from pathlib import Path
 
 from nbseg.io import atomic_write_json, atomic_write_text
-
-RESULT = "result.json"
-THREADS_ENV = "NBSEG_THREADS"
+from nbseg.reproduce.run import RESULT, THREADS_ENV
 
 
 def render_html(executed: Path) -> Path:
