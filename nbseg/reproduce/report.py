@@ -150,8 +150,11 @@ def write_report(out: str | Path, plan: Plan, summary: Summary | None = None) ->
     record = json.loads((out / MARKER).read_text()) if (out / MARKER).is_file() else {}
     env = record.get("environment", {})
     status = pd.DataFrame(record.get("outcomes", []))
-    if len(status):
-        status = status[["unit", "status", "seconds", "reason", "cell"]]
+    if len(status):                                  # a cached unit took 0 s now: show what its run took
+        took = {u.name: json.loads((unit_dir(out, u) / UNIT_INFO).read_text()).get("seconds") for u in plan.units
+                if (unit_dir(out, u) / UNIT_INFO).is_file()}
+        status = status.assign(**{"its run took (s)": status["unit"].map(took)})
+        status = status[["unit", "status", "seconds", "its run took (s)", "reason", "cell"]]
     by_kind = {kind: [u for u in plan.units if u.kind == kind and (unit_dir(out, u) / UNIT_INFO).is_file()]
                for kind in ("notebook", "ablate", "claims")}
     claims = ""
