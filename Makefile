@@ -2,6 +2,7 @@
 #   make quickstart   build the environment on a fresh machine, then run the main job (the quickstart notebook,
 #                     full profile, on the embedded default) -> artifacts/notebooks/00_quickstart/
 #   make test         build the environment if needed, then run the tests: unit tests + every notebook (smoke)
+#                     + `nbseg reproduce --profile smoke` of two notebooks on a tiny world (tests/test_reproduce.py)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin

@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "nbseg.pretrain.tags_cli",  # nbseg pretrain-tags / nbseg pretrain-tags export (weak supervision by captions)
     "nbseg.methods.cli",      # nbseg train / evaluate / segment / ablate
     "nbseg.claims.cli",       # nbseg claims
+    "nbseg.reproduce",        # nbseg reproduce
 ]
 
 # command -> (module that registers it, the one-line help `nbseg --help` shows)
@@ -49,6 +50,9 @@ COMMANDS = {
                "run a method's ablations (AlignSeg: Table II; DCN: k, stages, foreground rule; TransFGU: Table 5; "
                "PGSeg: Table 4; SAN: Table 5) into one table"),
     "claims": ("nbseg.claims.cli", "measure each implemented paper's central claim over seeds into one table"),
+    "reproduce": ("nbseg.reproduce",
+                  "run every notebook, ablation batch and the claims table as one resumable plan; write "
+                  "OUT_DIR/index.html"),
 }
 
 
