@@ -18,7 +18,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("out_dir", help="the claims folder (new or empty; an earlier claims run there is resumed)")
     p.add_argument("--profile", choices=PROFILES, default="full",
                    help="smoke: tiny runs (tests, CI; a couple of minutes); full: the sizes the table is read at "
-                        "(default; about 70 minutes on 2 free CPU cores)")
+                        "(default; 60 minutes wall on 2 shared CPU cores, measured 2026-11-28)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per claim (default 3; more where the std is "
                                                         "large: the cached seeds are kept)")
     p.add_argument("--methods", nargs="+", default=None, help="only these methods' claims (default: all)")
