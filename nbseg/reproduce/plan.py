@@ -37,6 +37,7 @@ from nbseg.runs import git_revision
 PROFILES = ("smoke", "full")
 CLAIMS_KEYS = {"BACKBONE": "backbone", "WEIGHTS": "weights", "DATA_ROOT": "data_root"}   # -p key -> run_claims arg
 CLAIMS_SEEDS = {"smoke": 1, "full": 3}      # full: the claims command's own default
+CLAIMS_FOLDER = "claims"                     # the claims unit's table lives in <unit folder>/claims/
 WORLD = "world"
 
 

@@ -21,7 +21,7 @@ from nbseg.claims.runner import BACKBONE_NOTE
 from nbseg.io import atomic_write_text
 from nbseg.notebook_runner.notebooks import METRICS_FILE
 from nbseg.notebook_runner.run import _flatten
-from nbseg.reproduce.plan import Plan, Unit
+from nbseg.reproduce.plan import CLAIMS_FOLDER, Plan, Unit
 from nbseg.reproduce.run import MARKER, UNIT_INFO, Summary, unit_dir
 
 METRICS_CSV = "metrics.csv"
@@ -49,7 +49,7 @@ def _unit_metrics(out: Path, unit: Unit) -> list[tuple[str, object]]:
         return [(f"{row['ablation']}/{column}", row[column]) for _, row in table.iterrows() for column in ours
                 if pd.api.types.is_number(row[column]) and not pd.isna(row[column])]
     if unit.kind == "claims":
-        table = pd.read_csv(folder / "claims.csv")
+        table = pd.read_csv(folder / CLAIMS_FOLDER / "claims.csv")
         return [(f"{row['claim id']}/{what}", row[what]) for _, row in table.iterrows()
                 for what in ("effect mean", "verdict")]
     return []
@@ -159,7 +159,7 @@ def write_report(out: str | Path, plan: Plan, summary: Summary | None = None) ->
                for kind in ("notebook", "ablate", "claims")}
     claims = ""
     for unit in by_kind["claims"]:
-        table = pd.read_csv(unit_dir(out, unit) / "claims.csv")
+        table = pd.read_csv(unit_dir(out, unit) / CLAIMS_FOLDER / "claims.csv")
         shown = ["claim id", "claim", "paper's evidence (as reported by the paper)",
                  "our measurement (mean ± std over seeds)", "effect", "backbone", "dataset", "protocol", "variant",
                  "verdict"]

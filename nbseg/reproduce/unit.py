@@ -59,14 +59,16 @@ def _ablate(task: dict, work: Path) -> dict:
 
 def _claims(task: dict, work: Path) -> dict:
     from nbseg.claims.runner import run_claims
-    from nbseg.reproduce.plan import CLAIMS_KEYS, CLAIMS_SEEDS
+    from nbseg.reproduce.plan import CLAIMS_FOLDER, CLAIMS_KEYS, CLAIMS_SEEDS
 
     values = {CLAIMS_KEYS[key]: value for key, value in task["parameters"].items()}
-    _, stats = run_claims(work, profile=task["profile"], seeds=CLAIMS_SEEDS[task["profile"]], progress=False,
+    # a folder of its own: run_claims refuses a non-empty folder it did not make, and the work folder holds the
+    # unit's log already
+    _, stats = run_claims(work / CLAIMS_FOLDER, profile=task["profile"], seeds=CLAIMS_SEEDS[task["profile"]], progress=False,
                           **values)
     if stats["failed"]:
         return {"status": "failed", "reason": f"{stats['failed']} claim measurement(s) failed; see "
-                                              f"{work / 'claims.md'}"}
+                                              f"{work / CLAIMS_FOLDER / 'claims.md'}"}
     return {"status": "ok"}
 
 
