@@ -36,9 +36,10 @@ def package_versions() -> dict[str, str]:
 
 
 def reproduce(out_dir: str | Path, plan: Plan, *, jobs: int = 1, gpus: int = 0, timeout: float | None = None,
-              echo=print) -> Summary:
+              echo=print, report_plan: Plan | None = None) -> Summary:
     """Run ``plan`` into ``out_dir`` and write the report; returns the summary (``summary.failed`` lists what did
-    not finish)."""
+    not finish). ``report_plan`` (default ``plan``) names the units the report shows: the whole plan when ``plan``
+    is an ``--only`` selection, so units finished by earlier runs stay in the report."""
     from nbseg.runs import environment_info
 
     out = Path(out_dir).resolve()
@@ -51,7 +52,7 @@ def reproduce(out_dir: str | Path, plan: Plan, *, jobs: int = 1, gpus: int = 0, 
     summary = run_plan(plan, out, jobs=jobs, gpus=gpus, timeout=timeout, echo=echo)
     atomic_write_json(out / MARKER, {**record, "status": "done", "wall_s": round(time.perf_counter() - t0, 1),
                                      "outcomes": [asdict(o) for o in summary.outcomes]})
-    write_report(out, plan, summary)
+    write_report(out, report_plan or plan, summary)
     return summary
 
 
@@ -69,7 +70,9 @@ def _cli(args) -> int:
         return 2
     plan = build_plan(args.profile, args.only, dict(args.parameters), args.preset, args.notebooks_dir)
     timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUTS[args.profile]
-    summary = reproduce(args.out_dir, plan, jobs=args.jobs, gpus=args.gpus, timeout=timeout)
+    whole = build_plan(args.profile, None, dict(args.parameters), args.preset, args.notebooks_dir) if args.only \
+        else plan
+    summary = reproduce(args.out_dir, plan, jobs=args.jobs, gpus=args.gpus, timeout=timeout, report_plan=whole)
     print()
     print(summary.text())
     print(f"report: {Path(args.out_dir) / INDEX}")
