@@ -229,13 +229,17 @@ def test_out_dir_holding_a_users_files_is_refused(notebooks, tmp_path):
 def test_smoke_reproduction_of_real_notebooks(tmp_path):
     from nbseg.world import WorldSpec, write_world
 
-    root = write_world(tmp_path / "world", WorldSpec(size=96, n_train=8, n_val=24), workers=1, progress=False)
+    # 32 train images: the claims smoke profile trains on batches of 16
+    root = write_world(tmp_path / "world", WorldSpec(size=96, n_train=32, n_val=24), workers=1, progress=False)
     out = tmp_path / "repro"
     code = nbseg.cli.main(["reproduce", str(out), "--profile", "smoke", "--only", "01_attention_thresholds",
-                           "04_class_angles", "-p", f"DATA_ROOT={root}"])
+                           "04_class_angles", "claims", "-p", f"DATA_ROOT={root}"])
     assert code == 0
     table = pd.read_csv(out / "metrics.csv")
-    assert set(table.unit) == {"01_attention_thresholds", "04_class_angles"}
+    assert set(table.unit) == {"01_attention_thresholds", "04_class_angles", "claims"}
+    claims = pd.read_csv(out / "units" / "claims" / "claims" / "claims.csv")     # every method's rows, one seed
+    assert {"alignseg", "dcn", "transfgu", "pgseg", "san"} <= set(claims.method)
+    table = table[table.unit != "claims"]
     assert set(table.backbone) == {"embedded"} and set(table.dataset) == {f"world ({root})"}
     smoke = table[table.metric == "smoke"]
     assert len(smoke) == 2 and set(smoke.value.astype(str)) == {"True"}
