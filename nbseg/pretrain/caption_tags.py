@@ -107,6 +107,13 @@ def _augment(image: torch.Tensor, size: int, scale: tuple[float, float], jitter:
     """Random resized crop (area fraction in ``scale``, aspect 3/4..4/3) to ``size``, horizontal flip, and
     brightness / contrast / saturation jitter of strength ``jitter`` (no hue shift: colour is class evidence).
     ``image`` (3, H, W) in [0, 1]; every draw comes from ``g``."""
+    return augment_with_box(image, size, scale, jitter, g)[0]
+
+
+def augment_with_box(image: torch.Tensor, size: int, scale: tuple[float, float], jitter: float,
+                     g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """:func:`_augment`, also returning the crop's box (4,) ``(x0, y0, x1, y1)`` in ``image`` pixels and whether
+    it was flipped (what a teacher's whole-image maps need to be cropped the same way)."""
     _, H, W = image.shape
     u = torch.rand(6, generator=g)
     area = (scale[0] + (scale[1] - scale[0]) * u[0].item()) * H * W
@@ -118,7 +125,8 @@ def _augment(image: torch.Tensor, size: int, scale: tuple[float, float], jitter:
     left = int(u[3].item() * (W - w + 1))
     crop = image[:, top:top + h, left:left + w]
     crop = F.interpolate(crop[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
-    if u[4] < 0.5:
+    flipped = bool(u[4] < 0.5)
+    if flipped:
         crop = crop.flip(-1)
     if jitter > 0:
         b, c, s = (1 + jitter * (2 * torch.rand(3, generator=g) - 1)).tolist()
@@ -127,7 +135,8 @@ def _augment(image: torch.Tensor, size: int, scale: tuple[float, float], jitter:
         crop = (crop - mean) * c + mean
         grey = crop.mean(0, keepdim=True)
         crop = (crop - grey) * s + grey
-    return crop.clamp(0, 1)
+    box = torch.tensor([left, top, left + w, top + h], dtype=torch.float32)
+    return crop.clamp(0, 1), box, flipped
 
 
 class CaptionTagImages(torch.utils.data.Dataset):
@@ -272,11 +281,16 @@ class CaptionTagNet(nn.Module):
                                       self.backbone.num_prefix_tokens, qn, kn)      # (B, heads, P)
         return attn.mean(dim=1)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """images (B, 3, H, W) in [0, 1] -> CLS logits (B, C), patch scores (B, P, C)."""
+    @staticmethod
+    def normalise(images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> ImageNet-normalised, as the ViT reads them."""
         mean = torch.tensor((0.485, 0.456, 0.406), device=images.device).view(1, 3, 1, 1)
         std = torch.tensor((0.229, 0.224, 0.225), device=images.device).view(1, 3, 1, 1)
-        tokens = self.backbone.forward_features((images - mean) / std)       # (B, 1 + P, D), after the final norm
+        return (images - mean) / std
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, 3, H, W) in [0, 1] -> CLS logits (B, C), patch scores (B, P, C)."""
+        tokens = self.backbone.forward_features(self.normalise(images))     # (B, 1 + P, D), after the final norm
         n_prefix = self.backbone.num_prefix_tokens
         return self.cls_head(tokens[:, 0]), self.patch_head(tokens[:, n_prefix:])
 
@@ -308,6 +322,10 @@ class CaptionTagConfig(TrainConfig):
     attention_weight: float = 1.0        # weight of the attention-from-thing-map term (0: off)
     self_training_weight: float = 0.0    # weight of the patch self-training term (0: off; stage 3 of the default)
     self_training_threshold: float = 0.9  # keep a patch's pseudo-label when its tagged softmax reaches this
+    teacher_momentum: float = 0.0        # > 0: stage 4, an EMA teacher on the whole image labels the crops
+                                         # (nbseg.pretrain.tag_teacher; self_training_weight weighs its CE)
+    teacher_keep_fraction: float = 0.5   # stage 4: per class, the most confident share of its patches kept
+    attention_target_smoothing: float = 0.5  # stage 4: attention target mass spread uniformly (eps)
     init_weights: str | None = None      # warm start: a weights file for the ViT, or the whole net's state dict
     epochs: int = 12
     batch_size: int = 64
@@ -332,6 +350,14 @@ class CaptionTagConfig(TrainConfig):
         if self.self_training_weight < 0 or not 0 <= self.self_training_threshold < 1:
             raise ConfigError(f"self_training_weight must be >= 0 and self_training_threshold in [0, 1), got "
                               f"{self.self_training_weight}, {self.self_training_threshold}")
+        if not 0 <= self.teacher_momentum < 1 or not 0 < self.teacher_keep_fraction <= 1 \
+                or not 0 <= self.attention_target_smoothing <= 1:
+            raise ConfigError("teacher_momentum must be in [0, 1), teacher_keep_fraction in (0, 1] and "
+                              f"attention_target_smoothing in [0, 1], got {self.teacher_momentum}, "
+                              f"{self.teacher_keep_fraction}, {self.attention_target_smoothing}")
+        if self.teacher_momentum > 0 and self.mil_weight > 0:
+            raise ConfigError("the stage-4 teacher (teacher_momentum > 0) does not take the attention-MIL term: "
+                              "set mil_weight=0")
 
 
 def build(cfg: CaptionTagConfig) -> tuple[CaptionTagNet, CaptionTagImages]:
@@ -342,9 +368,22 @@ def build(cfg: CaptionTagConfig) -> tuple[CaptionTagNet, CaptionTagImages]:
     root = ensure_world() if cfg.data_root is None else resolve_world_root(cfg.data_root)
     table = read_class_table(Path(root))["full"]
     names, is_thing = table["names"], torch.tensor(table["is_thing"])
+    torch.manual_seed(cfg.seed)
+    if cfg.teacher_momentum > 0:
+        from nbseg.pretrain.tag_teacher import CaptionTagViews, TeacherTagNet
+
+        data = CaptionTagViews(Path(root), cfg.split, names, SYNONYMS, size=cfg.image_size, scale=cfg.crop_scale,
+                               jitter=cfg.colour_jitter)
+        net = TeacherTagNet(cfg.arch, len(names), is_thing, drop_path_rate=cfg.drop_path_rate, r=cfg.lse_r,
+                            attention_weight=cfg.attention_weight, self_training_weight=cfg.self_training_weight,
+                            momentum=cfg.teacher_momentum, keep_fraction=cfg.teacher_keep_fraction,
+                            target_smoothing=cfg.attention_target_smoothing)
+        if cfg.init_weights:
+            warm_start(net, cfg.init_weights)
+            net.sync_teacher()
+        return net, data
     data = CaptionTagImages(Path(root), cfg.split, names, SYNONYMS, size=cfg.image_size, scale=cfg.crop_scale,
                             jitter=cfg.colour_jitter)
-    torch.manual_seed(cfg.seed)
     net = CaptionTagNet(cfg.arch, len(names), is_thing, drop_path_rate=cfg.drop_path_rate, r=cfg.lse_r,
                         mil_weight=cfg.mil_weight, attention_weight=cfg.attention_weight,
                         self_training_weight=cfg.self_training_weight,
@@ -359,6 +398,7 @@ def warm_start(net: CaptionTagNet, path: str | Path) -> None:
     the file holds them (a state dict of a whole :class:`CaptionTagNet`), the two heads too. Read with the safe
     loader; a file of another architecture is refused with the keys that do not fit."""
     state = read_weights_file(path)          # strips "backbone." and the like
+    state = {k: v for k, v in state.items() if not k.startswith("teacher.")}   # a stage-4 net's EMA teacher
     heads = {k: v for k, v in state.items() if k.startswith(("cls_head.", "patch_head."))}
     load_state_into(net.backbone, {k: v for k, v in state.items() if k not in heads}, str(path))
     if heads:
@@ -386,7 +426,10 @@ def pretrain_tags(cfg: CaptionTagConfig, run_dir: str | Path, *, progress: bool 
     if quality is not None:
         def evaluate(method):
             return quality(method.backbone)
-    return fit(net, data, cfg, run_dir, collate_fn=_collate, progress=progress, evaluate=evaluate)
+    collate = _collate
+    if cfg.teacher_momentum > 0:
+        from nbseg.pretrain.tag_teacher import collate_views as collate
+    return fit(net, data, cfg, run_dir, collate_fn=collate, progress=progress, evaluate=evaluate)
 
 
 def export_backbone(run_dir: str | Path, out_file: str | Path, fp16: bool = False, *, overwrite: bool = False
@@ -403,7 +446,10 @@ def export_backbone(run_dir: str | Path, out_file: str | Path, fp16: bool = Fals
     if not path.is_file():
         raise NbsegError(f"{run_dir} has no {CHECKPOINT}: is it a `nbseg pretrain-tags` run folder?")
     check_outputs([out_file], inputs=[path], overwrite=overwrite, what="weights file")
-    state = load_checkpoint(path, expected_kind=CaptionTagNet.__name__)
+    state = load_checkpoint(path)
+    if state["kind"] not in ("CaptionTagNet", "TeacherTagNet"):   # stages 1-3, stage 4 (the student is exported)
+        raise NbsegError(f"{path} is a checkpoint of {state['kind']!r}, not of a `nbseg pretrain-tags` run: export "
+                         "it with its own command")
     config = state.get("config", {})
     weights = {k[len("backbone."):]: v for k, v in state["trainable"].items() if k.startswith("backbone.")}
     if fp16:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from nbseg.data import load_dataset
+from nbseg.data.crops import crop_maps as crop_pseudo_labels   # shared with the embedded backbone's stage 4
 from nbseg.methods.transfgu.bank import load_images
 
 
@@ -26,16 +27,6 @@ def open_split(cfg, split: str | None = None):
 def crop_scales(lo: float, hi: float) -> list[float]:
     """{lo, lo + 0.1, ..., hi} (released: 0.4 ... 0.9)."""
     return [round(v, 4) for v in np.arange(lo, hi + 1e-6, 0.1)] or [lo]
-
-
-def crop_pseudo_labels(maps: torch.Tensor, boxes: torch.Tensor, grid: int, image_size: int) -> torch.Tensor:
-    """RoI-align the crops ``boxes`` (B, 4) ``(x0, y0, x1, y1)`` in image pixels out of maps (B, K, h, w) covering
-    the ``image_size`` image: -> (B, K, grid, grid) (average pooling, aligned)."""
-    from torchvision.ops import roi_align
-
-    scale = maps.shape[-1] / image_size
-    rois = torch.cat([torch.arange(len(boxes), dtype=maps.dtype)[:, None], boxes.to(maps.dtype)], 1)
-    return roi_align(maps, rois, output_size=(grid, grid), spatial_scale=scale, sampling_ratio=2, aligned=True)
 
 
 class PseudoLabelCrops(torch.utils.data.Dataset):
