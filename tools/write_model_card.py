@@ -59,6 +59,13 @@ def curve_table(name: str, path: Path, log: Path | None = None) -> list[str]:
 def stage_terms(cfg: dict) -> str:
     """The loss terms a caption-tag run's config switches on, in the module docstring's words."""
     terms = ["CLS thing-tag and pooled patch-tag losses"]
+    if float(cfg.get("teacher_momentum") or 0) > 0:      # stage 4: nbseg/pretrain/tag_teacher.py
+        return " + ".join(terms + [
+            f"an EMA teacher (`teacher_momentum={cfg['teacher_momentum']}`) labels the student's crops from the "
+            f"whole image (per-class standardised scores, `teacher_keep_fraction={cfg['teacher_keep_fraction']}` of "
+            f"each class kept; `self_training_weight={cfg['self_training_weight']}`) and gives the attention its "
+            f"thing-map target (`attention_target_smoothing={cfg['attention_target_smoothing']}`); "
+            "`nbseg/pretrain/tag_teacher.py`"])
     for key, name in (("mil_weight", "attention MIL"), ("attention_weight", "attention from the thing map"),
                       ("self_training_weight", "patch self-training")):
         if float(cfg.get(key) or 0) > 0:
