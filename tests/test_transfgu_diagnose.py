@@ -1,0 +1,58 @@
+"""TransFGU's pseudo-label diagnosis (issue #16): each measurement on a hand-built case."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nbseg.methods.transfgu import diagnose as D
+
+
+def test_tie_share_counts_patches_the_argmax_decides_by_order():
+    maps = torch.zeros(1, 3, 2, 2)
+    maps[0, :, 0, 0] = torch.tensor([0.2, 0.9, 0.1])         # clear winner
+    maps[0, :, 0, 1] = torch.tensor([0.5, 0.5, 0.1])         # tie at the top
+    maps[0, :, 1, 0] = torch.tensor([0.0, 0.0, 0.0])         # all zero (the released map off its kept mass)
+    maps[0, :, 1, 1] = torch.tensor([0.1, 0.3, 0.3])         # tie
+    assert D.tie_share(maps) == pytest.approx(0.75)
+    assert D.tie_share(maps[:, :1]) == 0.0
+
+
+def test_group_errors_on_a_hand_built_split():
+    is_thing = torch.tensor([True, True, False])             # classes 0, 1 things, 2 stuff
+    gts = torch.tensor([[[0, 1, 2, 2], [2, 2, 255, 0]]])     # 3 thing pixels, 4 stuff pixels, 1 ignored
+    ids = torch.tensor([[[0, 3, 1, 3], [3, 3, 2, 0]]])       # 2 thing concepts (0, 1), stuff concepts 2, 3
+    e = D.group_errors(ids, 2, gts, is_thing)
+    assert e["thing_as_stuff"] == pytest.approx(1 / 3)       # the class-1 pixel got stuff concept 3
+    assert e["stuff_as_thing"] == pytest.approx(1 / 4)       # one stuff pixel got thing concept 1
+    assert e["group_acc"] == pytest.approx(5 / 7)
+    assert e["thing_pixels"] == pytest.approx(3 / 7)
+
+
+def test_foreground_split_upsamples_the_patch_mask():
+    is_thing = torch.tensor([True, False])
+    fg = torch.tensor([[[True, False], [False, False]]])     # (1, 2, 2) patch grid
+    gts = torch.ones(1, 4, 4, dtype=torch.long)
+    gts[0, :2, :2] = 0                                        # the thing fills the top-left patch exactly
+    gts[0, 0, 2] = 0                                          # and one pixel of the next patch
+    e = D.foreground_split(fg, gts, is_thing)
+    assert e["thing_as_stuff"] == pytest.approx(1 / 5)
+    assert e["stuff_as_thing"] == 0.0
+
+
+def test_argmax_within_truth_group_only_picks_concepts_of_the_true_group():
+    maps = torch.tensor([[[[0.9]], [[0.1]], [[0.5]]]])       # (1, 3, 1, 1): concepts 0, 1 things, 2 stuff
+    thing = torch.tensor([[[True, False]]])                  # (1, 1, 2)
+    out = D.argmax_within_truth_group(maps, 2, thing)
+    assert out.tolist() == [[[0, 2]]]                        # the stuff pixel cannot take thing concept 0
+
+
+def test_group_concept_quality_per_bank():
+    is_thing = torch.tensor([True, True, False])
+    concepts = torch.tensor([[0, 0, 1, 2, 2, -1]])
+    groups = torch.tensor([[0, 0, 0, 1, 1, -1]])
+    majority = torch.tensor([[0, 2, 1, 2, 2, 0]])
+    q = D.group_concept_quality(concepts, groups, majority, is_thing)
+    assert q["things"]["purity"] == pytest.approx(2 / 3)      # concept 0 holds classes 0 and 2
+    assert q["things"]["right_kind"] == pytest.approx(2 / 3)  # one thing crop is mostly stuff
+    assert q["stuff"]["purity"] == 1.0 and q["stuff"]["right_kind"] == 1.0
+    assert q["stuff"]["n_crops"] == 2
