@@ -35,11 +35,12 @@ from nbseg.methods.transfgu.table3 import CPU_BUDGET as BUDGET, CPU_VAL_LIMIT as
 REPO = Path(__file__).resolve().parents[1]
 
 
-def response_maps(backbone, tokens, centroids, patches, chunk: int = 20) -> dict:
+def response_maps(backbone, tokens, centroids, patches, n_things, foreground, chunk: int = 20) -> dict:
     """Every candidate response map (N, K, h, w) of the val images, keyed by its row name."""
     import torch
 
     from nbseg.methods.transfgu.gradcam import attention_gradients, concept_maps
+    from nbseg.methods.transfgu.bank import keep_group, split_cosine_maps
     from nbseg.prototype_scores import prototype_cosine_maps
 
     grid = tuple(patches.shape[1:3])
@@ -54,7 +55,13 @@ def response_maps(backbone, tokens, centroids, patches, chunk: int = 20) -> dict
                 out["official_gradient_term"].append(neg.clamp_min(0))
                 out["official_signed_gradient"].append(neg)
     maps = {k: torch.cat(v) for k, v in out.items()}
+    if n_things:              # the crop bank's foreground split applied to the maps (pseudo_maps: cosine's rule)
+        official = maps["gradcam_official"]
+        maps["gradcam_official_attention_split"] = keep_group(official, n_things, foreground, -1.0)
     maps["patch_concept_cosine"] = prototype_cosine_maps(patches, centroids)
+    if n_things:
+        maps["patch_concept_cosine_attention_split (pseudo_maps=cosine)"] = split_cosine_maps(
+            patches, centroids, n_things, foreground)
     return maps
 
 
@@ -71,7 +78,7 @@ def score_maps(name, maps, cfg, gts, n_things, fg_only, is_thing, n_classes) -> 
     if not fg_only and n_things:
         row.update(D.group_errors(preds, n_things, gts, is_thing))
         truth = is_thing[gts.clamp(0, len(is_thing) - 1)]
-        oracle = D.argmax_within_truth_group(maps, n_things, truth)
+        oracle = D.argmax_within_group(maps, n_things, truth)
         row["truth_split_hungarian_miou"] = E.score(oracle, gts, k, n_classes)["miou"]
     return row
 
@@ -185,12 +192,12 @@ def main(argv=None) -> int:
     images = B.load_images(val_data, 0, len(gts), cfg.image_size)
     tokens = last_block_inputs(backbone, images)
     patches = E.val_patches(cfg, backbone, limit=len(gts), progress=False)
-    maps = response_maps(backbone, tokens, train.concepts.centroids, patches)
+    fg = mean_threshold_saliency(backbone.extract(images).attn)
+    maps = response_maps(backbone, tokens, train.concepts.centroids, patches, n_things, fg)
     rows = [score_maps(name, m, cfg, gts, n_things, fg_only, is_thing, n_classes) for name, m in maps.items()]
     km = dataset_kmeans_over_seeds(patches, list(gts), n_classes, [args.seed])
     rows.append({"maps": "patch k-means (bottom-up reference)", "K": n_classes,
                  "hungarian_miou": km["miou_stego_mean"], "hungarian_pixel_acc": km["pixel_acc_mean"]})
-    fg = mean_threshold_saliency(backbone.extract(images).attn)
     report = {"setting": {"backbone": backbone.describe(), "labels": args.labels, "seed": args.seed,
                           "val_images": len(gts), "image_size": cfg.image_size, "bank_images": int(train.bank.cls.shape[0]),
                           "variant_trained": cfg.variant, "budget": BUDGET, "overrides": args.overrides},

@@ -39,10 +39,10 @@ def test_foreground_split_upsamples_the_patch_mask():
     assert e["stuff_as_thing"] == 0.0
 
 
-def test_argmax_within_truth_group_only_picks_concepts_of_the_true_group():
+def test_argmax_within_group_only_picks_concepts_of_the_pixels_group():
     maps = torch.tensor([[[[0.9]], [[0.1]], [[0.5]]]])       # (1, 3, 1, 1): concepts 0, 1 things, 2 stuff
     thing = torch.tensor([[[True, False]]])                  # (1, 1, 2)
-    out = D.argmax_within_truth_group(maps, 2, thing)
+    out = D.argmax_within_group(maps, 2, thing)
     assert out.tolist() == [[[0, 2]]]                        # the stuff pixel cannot take thing concept 0
 
 
@@ -56,3 +56,27 @@ def test_group_concept_quality_per_bank():
     assert q["things"]["right_kind"] == pytest.approx(2 / 3)  # one thing crop is mostly stuff
     assert q["stuff"]["purity"] == 1.0 and q["stuff"]["right_kind"] == 1.0
     assert q["stuff"]["n_crops"] == 2
+
+
+def test_split_cosine_maps_keep_each_group_on_its_side_of_the_foreground():
+    from nbseg.methods.transfgu.bank import split_cosine_maps
+
+    centroids = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])          # concepts 0, 1 things, 2 stuff
+    patches = torch.tensor([[[[2.0, 0.0], [0.0, 3.0]]]])                     # (1, 1, 2, 2): two patches
+    fg = torch.tensor([[[True, False]]])                                     # patch 0 foreground
+    maps = split_cosine_maps(patches, centroids, 2, fg)
+    assert maps.shape == (1, 3, 1, 2)
+    assert maps[0, :, 0, 0].tolist() == pytest.approx([1.0, 0.0, -1.0])      # stuff concept off the foreground
+    assert maps[0, :, 0, 1].tolist() == pytest.approx([-1.0, -1.0, 2 ** -0.5])  # things off the background
+    assert maps[0].argmax(0).tolist() == [[0, 2]]
+    unsplit = split_cosine_maps(patches, centroids, 0, fg)                   # no things: every concept everywhere
+    assert unsplit[0, :, 0, 1].tolist() == pytest.approx([0.0, 1.0, 2 ** -0.5])
+
+
+def test_pseudo_maps_option_is_checked():
+    from nbseg.errors import ConfigError
+    from nbseg.methods.transfgu.model import TransFGUConfig
+
+    TransFGUConfig(pseudo_maps="cosine").validate()
+    with pytest.raises(ConfigError, match="pseudo_maps"):
+        TransFGUConfig(pseudo_maps="gradcam++").validate()

@@ -10,15 +10,16 @@ link, so a loss can be put on one stage:
 * :func:`tie_share` - how many patches the argmax of Eq. (6) decides by index order alone (maps tied at the top);
 * :func:`group_errors` - pixels of a thing class given a stuff concept and the reverse (the thing / stuff split);
 * :func:`foreground_split` - the CLS-attention foreground (> its mean, the crop bank's rule) against thing pixels;
-* :func:`argmax_within_truth_group` - Eq. (6) restricted to the concepts of the pixel's true group (things or
-  stuff): what the maps give when the thing / stuff split is perfect (an oracle upper bound, not a method).
+* :func:`argmax_within_group` - Eq. (6) restricted to the concepts of each pixel's group (things or stuff) given
+  by a mask: with the truth's split, what the maps give when the thing / stuff split is perfect (an oracle upper
+  bound, not a method); with the CLS-attention split, ``pseudo_maps: cosine``'s rule.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from nbseg.methods.transfgu.bank import purity_nmi
+from nbseg.methods.transfgu.bank import keep_group, purity_nmi
 
 
 def tie_share(maps: torch.Tensor, atol: float = 0.0) -> float:
@@ -55,13 +56,12 @@ def foreground_split(fg: torch.Tensor, gts: torch.Tensor, is_thing: torch.Tensor
     return group_errors((~up).long(), 1, gts, is_thing, ignore_index)
 
 
-def argmax_within_truth_group(maps: torch.Tensor, n_things: int, truth_is_thing: torch.Tensor) -> torch.Tensor:
-    """Eq. (6) with the thing / stuff split given by the truth (an oracle): maps (B, K, h, w) upsampled bilinearly
-    to truth_is_thing's (B, H, W) size; each pixel takes the best concept of its true group. -> (B, H, W) int64."""
-    up = F.interpolate(maps.float(), size=truth_is_thing.shape[-2:], mode="bilinear", align_corners=False)
-    k = torch.arange(maps.shape[1], device=maps.device)[None, :, None, None]
-    in_group = (k < n_things) == truth_is_thing[:, None]
-    return up.masked_fill(~in_group, float("-inf")).argmax(1)
+def argmax_within_group(maps: torch.Tensor, n_things: int, thing_mask: torch.Tensor) -> torch.Tensor:
+    """Eq. (6) with the thing / stuff split given by ``thing_mask`` (B, H, W) bool (the truth: an oracle): maps
+    (B, K, h, w) upsampled bilinearly to the mask's size; each pixel takes the best concept of its group.
+    -> (B, H, W) int64."""
+    up = F.interpolate(maps.float(), size=thing_mask.shape[-2:], mode="bilinear", align_corners=False)
+    return keep_group(up, n_things, thing_mask, float("-inf")).argmax(1)
 
 
 def group_concept_quality(crop_concepts: torch.Tensor, groups: torch.Tensor, majority: torch.Tensor,
@@ -80,4 +80,4 @@ def group_concept_quality(crop_concepts: torch.Tensor, groups: torch.Tensor, maj
     return out
 
 
-__all__ = ["tie_share", "group_errors", "foreground_split", "argmax_within_truth_group", "group_concept_quality"]
+__all__ = ["tie_share", "group_errors", "foreground_split", "argmax_within_group", "group_concept_quality"]
