@@ -171,6 +171,8 @@ def main(argv=None) -> int:
     p.add_argument("overrides", nargs="*", help="TransFGUConfig key=value overrides (after the budget)")
     args = p.parse_args(argv)
     out = Path(args.out)
+    stem = (f"diagnose_{args.labels}_seed{args.seed}" + ("_fit" if args.fit else "")
+            + ("_" + "_".join(args.overrides) if args.overrides else ""))
     cfg = load_method_config(get_method("transfgu"), "world",
                              {**BUDGET, "backbone": args.backbone, "cache_root": args.cache, "labels": args.labels,
                               "seed": args.seed, "kmeans_seed": args.seed, **parse_overrides(args.overrides)})
@@ -204,14 +206,13 @@ def main(argv=None) -> int:
               "concepts": concepts, "maps": rows, "foreground_split": D.foreground_split(fg, gts, is_thing)}
     if args.fit:
         one = dataclasses.replace(cfg, epochs=cfg.bootstrap_start)            # the first round only
-        model, _ = train_method(get_method("transfgu"), one, out / "runs" / f"{args.labels}_seed{args.seed}_round1",
-                                progress=False, backbone=backbone)
+        model, _ = train_method(get_method("transfgu"), one, out / "runs" / f"{stem}_round1", progress=False,
+                                backbone=backbone)
         val = E.score(E.student_segmentation(model, patches), gts, cfg.n_classes, n_classes)
         report["student"] = {**student_agreement(one, backbone, model, train), "val_miou": val["miou"],
                              "val_pixel_acc": val["pixel_acc"]}
     report["seconds"] = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"diagnose_{args.labels}_seed{args.seed}" + ("_" + "_".join(args.overrides) if args.overrides else "")
     emit(report, str(out / f"{stem}.json"))
     atomic_write_text(out / f"{stem}.md", markdown(report))
     print(markdown(report))

@@ -80,3 +80,27 @@ def test_pseudo_maps_option_is_checked():
     TransFGUConfig(pseudo_maps="cosine").validate()
     with pytest.raises(ConfigError, match="pseudo_maps"):
         TransFGUConfig(pseudo_maps="gradcam++").validate()
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_relu_of_minus_gradient_marks_patches_that_bring_cls_to_the_concept(variant):
+    """The sign the diagnosis relies on: more CLS attention on a patch changes Eq. (5)'s loss by about g times the
+    step (a small step on the real last block), so relu(-g) marks the patches that bring CLS to the concept."""
+    from nbseg.backbones import load
+    from nbseg.methods.transfgu import gradcam as G
+
+    vit = load("embedded", random_init=True)
+    gen = torch.Generator().manual_seed(3)
+    images, concepts = torch.rand(1, 3, 32, 32, generator=gen), torch.randn(2, vit.dim, generator=gen)
+    tokens = G.last_block_inputs(vit, images)
+    grads, row = G.attention_gradients(vit, tokens, concepts, variant, "backward")
+    g = grads[0, 0, :, 1:].mean(0)                                   # concept 0, head mean, patch columns
+
+    def loss_after(patch: int) -> float:
+        bumped = row.clone()
+        bumped[0, :, 1 + patch] += 1e-3
+        return float(G.concept_losses(G.cls_from_attention_row(vit, tokens, bumped), concepts, variant)[0, 0])
+
+    base = float(G.concept_losses(G.cls_from_attention_row(vit, tokens, row), concepts, variant)[0, 0])
+    for patch in (int(g.argmin()), int(g.argmax()), 0):
+        assert loss_after(patch) - base == pytest.approx(1e-3 * float(g[patch] * vit.num_heads), rel=0.05)
