@@ -104,3 +104,30 @@ def test_relu_of_minus_gradient_marks_patches_that_bring_cls_to_the_concept(vari
     base = float(G.concept_losses(G.cls_from_attention_row(vit, tokens, row), concepts, variant)[0, 0])
     for patch in (int(g.argmin()), int(g.argmax()), 0):
         assert loss_after(patch) - base == pytest.approx(1e-3 * float(g[patch] * vit.num_heads), rel=0.05)
+
+
+def test_cosine_pseudo_label_bank_is_stored_apart_from_grad_cam(tmp_path):
+    """``pseudo_maps: cosine`` end to end on a tiny world: the stored maps are split_cosine_maps of the backbone's
+    own tokens and foreground, in their own store (the Grad-CAM bank of the same concepts is not overwritten)."""
+    import numpy as np
+
+    from nbseg.backbones import load
+    from nbseg.methods.transfgu import evaluation as E
+    from nbseg.methods.transfgu.bank import load_images, split_cosine_maps
+    from nbseg.methods.transfgu.data import open_split
+    from nbseg.methods.transfgu.model import TransFGUConfig
+    from nbseg.saliency import mean_threshold_saliency
+    from nbseg.world import WorldSpec, write_world
+
+    root = write_world(tmp_path / "world", WorldSpec(size=32, n_train=6, n_val=2), workers=1, progress=False)
+    vit = load("embedded", random_init=True)
+    common = dict(data_root=str(root), image_size=32, crop_size=16, crop_scales=[0.6, 0.5], train_limit=4,
+                  n_things=2, n_stuff=1, fg_threshold=0.3, bg_threshold=0.5, cache_root=str(tmp_path / "cache"))
+    cos = E.prepare(TransFGUConfig(pseudo_maps="cosine", **common), vit, progress=False)
+    grad = E.prepare(TransFGUConfig(**common), vit, progress=False)
+    assert cos.pseudo.path != grad.pseudo.path and cos.concepts.path == grad.concepts.path
+    out = vit.extract(load_images(open_split(TransFGUConfig(**common)), 0, 4, 32))
+    expected = split_cosine_maps(out.patches, cos.concepts.centroids, 2, mean_threshold_saliency(out.attn))
+    assert cos.pseudo.maps.shape == (4, 3, 4, 4)
+    assert np.allclose(cos.pseudo.tensor().numpy(), expected.numpy(), atol=2e-3)      # fp16 store
+    assert not np.allclose(grad.pseudo.tensor().numpy(), cos.pseudo.tensor().numpy(), atol=2e-3)
