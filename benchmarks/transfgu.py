@@ -15,7 +15,8 @@
 Writes ``OUT/transfgu.json`` and ``OUT/transfgu.md``; training runs go to ``OUT/runs`` (rerunning resumes them), the
 stored stages to ``OUT/cache``. The settings are ``nbseg/configs/transfgu_world.yaml`` cut to the CPU budget below
 (``key=value`` overrides them). Numbers from the embedded backbone (weakly supervised by captions, not DINO) describe
-the synthetic world only; they are never the paper's.
+the synthetic world only; they are never the paper's. ``pseudo_maps=cosine`` measures nbseg's design change (issue
+#16; not the paper's); ``benchmarks/transfgu_diagnose.py`` splits the pseudo-label error into its stages.
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@
 * :mod:`~nbseg.methods.transfgu.losses` - Eq. (8)-(15) as pure functions; :mod:`~.data` - crops and roi_align.
 * :mod:`~nbseg.methods.transfgu.evaluation` - the stages wired, the evaluation; :mod:`~.table3` - Table 3 and the
   over-clustering measurement; :mod:`~.claims` - Table 3 as a row of ``nbseg claims``; :mod:`~.figures`;
-  :mod:`~.paper` (the paper's numbers); :mod:`~.ablations`.
+  :mod:`~.paper` (the paper's numbers); :mod:`~.ablations`; :mod:`~.diagnose` - where the pseudo labels lose
+  accuracy (issue #16, ``benchmarks/transfgu_diagnose.py``).
 * ``nbseg/configs/transfgu_{world,voc,cocostuff27}.yaml`` - the shipped configs.
 """
 from pathlib import Path

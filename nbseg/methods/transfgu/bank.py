@@ -8,7 +8,8 @@
    into ``n_things`` concepts and on the background crops (> ``bg_threshold`` background) into ``n_stuff``; the
    centroids are [things; stuff] (:func:`concepts`). Without a foreground split (n_things = 0) every crop is used.
 3. **Pseudo-label bank**: Grad-CAM maps (:mod:`~nbseg.methods.transfgu.gradcam`) of every image for every concept,
-   (N, K, h, w) at ``image_size`` (:func:`pseudo_label_bank`).
+   (N, K, h, w) at ``image_size`` (:func:`pseudo_label_bank`). ``pseudo_maps: cosine`` (nbseg's design change, not
+   the paper's, issue #16; default ``gradcam``) replaces them by :func:`split_cosine_maps`.
 
 Everything is computed in chunks through :mod:`nbseg.features.chunked`, so a killed stage resumes where it stopped.
 """
@@ -26,7 +27,10 @@ from nbseg.data.base import resize_pair
 from nbseg.features.cache import cache_key
 from nbseg.features.chunked import build_arrays, store_dir
 from nbseg.methods.transfgu.gradcam import last_block_inputs, pseudo_label_maps
+from nbseg.prototype_scores import prototype_cosine_maps
 from nbseg.saliency import mean_threshold_saliency
+
+PSEUDO_MAPS = ("gradcam", "cosine")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -240,23 +244,51 @@ class PseudoLabels:
         return torch.from_numpy(np.asarray(self.maps[index], dtype=np.float32))
 
 
+def split_cosine_maps(patches: torch.Tensor, centroids: torch.Tensor, n_things: int, foreground: torch.Tensor
+                      ) -> torch.Tensor:
+    """nbseg's alternative to Eq. (7) (``pseudo_maps: cosine``; not the paper's): the cosine of each final patch
+    token with each concept, thing concepts kept on foreground patches and stuff concepts on the rest (the crop
+    bank's own split, CLS attention > its mean); a concept off its side gets -1, the lowest cosine.
+
+    Why: on the embedded backbone the diagnosis (``benchmarks/transfgu_diagnose.py``) found the Grad-CAM response
+    (the last block's value path into CLS) ranks concepts worse than the final patch tokens do, and the unsplit
+    maps give most thing pixels a stuff concept. With ``n_things`` 0 (no split) every concept is kept everywhere.
+
+    patches (B, h, w, D), centroids (K, D) = [things; stuff], foreground (B, h, w) bool -> maps (B, K, h, w)."""
+    maps = prototype_cosine_maps(patches, centroids)
+    return maps if n_things == 0 else keep_group(maps, n_things, foreground, -1.0)
+
+
+def keep_group(maps: torch.Tensor, n_things: int, thing_mask: torch.Tensor, fill: float) -> torch.Tensor:
+    """Thing concepts ``[0, n_things)`` kept where ``thing_mask`` (B, h, w) is true, stuff concepts where it is
+    false; the rest set to ``fill``. maps (B, K, h, w) -> same."""
+    is_thing = torch.arange(maps.shape[1], device=maps.device)[None, :, None, None] < n_things
+    return maps.masked_fill(is_thing != thing_mask[:, None], fill)
+
+
 def pseudo_label_bank(cfg, backbone, dataset, concept_set: Concepts, *, limit: int | None = None,
                       progress: bool = True, on_chunk=None, tokens_of=None) -> PseudoLabels:
     """Grad-CAM maps (Eq. 7, ``cfg.variant``) of the first ``limit`` images of ``dataset`` at ``cfg.image_size``
     for every concept, stored fp16 and resumable. ``tokens_of(start, stop)`` may supply the last-block inputs
     (benchmarks reuse them across concept sets); ``cfg.gradient`` picks the gradient path (same maps)."""
     key = {"stage": "transfgu-pseudo-labels", **cache_key(backbone, dataset, cfg.image_size, limit),
-           "concepts": concept_set.key, "variant": cfg.variant, "mass": cfg.gradcam_mass}
+           "concepts": concept_set.key, "variant": cfg.variant, "mass": cfg.gradcam_mass,
+           **({"maps": cfg.pseudo_maps} if cfg.pseudo_maps != "gradcam" else {})}   # Grad-CAM keys unchanged
     n, p = key["n_images"], backbone.patch_size
     grid = cfg.image_size // p
 
     def compute(start, stop):
         images = load_images(dataset, start, stop, cfg.image_size)
+        if cfg.pseudo_maps == "cosine":
+            out = backbone.extract(images)
+            return {"maps": split_cosine_maps(out.patches, concept_set.centroids, concept_set.n_things,
+                                              mean_threshold_saliency(out.attn)).numpy()}
         tokens = tokens_of(start, stop) if tokens_of is not None else last_block_inputs(backbone, images)
         return {"maps": pseudo_label_maps(backbone, images, concept_set.centroids, cfg.variant, cfg.gradient,
                                           tokens=tokens, mass=cfg.gradcam_mass).numpy()}
 
-    path = store_dir(key, f"transfgu_pseudo_{backbone.name}_{key['dataset']}_{key['split']}_{cfg.variant}",
+    name = cfg.variant if cfg.pseudo_maps == "gradcam" else cfg.pseudo_maps
+    path = store_dir(key, f"transfgu_pseudo_{backbone.name}_{key['dataset']}_{key['split']}_{name}",
                      cfg.cache_root)
     arrays = build_arrays(path, key, {"maps": (n, concept_set.k, grid, grid)}, compute, chunk_size=cfg.chunk_size,
                           progress=progress, desc=f"TransFGU pseudo labels ({key['split']})", on_chunk=on_chunk)
@@ -266,4 +298,4 @@ def pseudo_label_bank(cfg, backbone, dataset, concept_set: Concepts, *, limit: i
 __all__ = ["bank_images", "sliding_windows", "window_fractions", "crop_images", "load_images", "load_labels",
            "CropBank",
            "crop_bank", "Concepts", "crop_groups", "concepts", "crop_majority_classes", "purity_nmi",
-           "PseudoLabels", "pseudo_label_bank"]
+           "PseudoLabels", "split_cosine_maps", "keep_group", "pseudo_label_bank", "PSEUDO_MAPS"]

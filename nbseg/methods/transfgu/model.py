@@ -41,6 +41,7 @@ from nbseg.backbones import resize_to_patch_multiple
 from nbseg.errors import ConfigError
 from nbseg.methods.base import frozen_backbone
 from nbseg.methods.transfgu import losses as L
+from nbseg.methods.transfgu.bank import PSEUDO_MAPS
 from nbseg.methods.transfgu.gradcam import GRADIENT_METHODS, VARIANTS
 from nbseg.prototype_scores import segment_by_argmax
 from nbseg.runs import backbone_facts
@@ -88,6 +89,9 @@ class TransFGUConfig(TrainConfig):
     # Grad-CAM (Eq. 5-7)
     gradcam_mass: float = 0.8
     gradient: str = "jacobian"           # jacobian | backward (same maps)
+    # nbseg's design change (issue #16, not the paper's): "cosine" = patch-token cosine to the concepts, each group
+    # on its side of the crop bank's foreground split (bank.split_cosine_maps) instead of Grad-CAM
+    pseudo_maps: str = "gradcam"
     # decoder (Eq. 2)
     decoder_dim: int | None = None       # None: the backbone's width
     decoder_layers: int = 2
@@ -116,6 +120,8 @@ class TransFGUConfig(TrainConfig):
         super().validate()
         checks = [(self.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {self.variant!r}"),
                   (self.gradient in GRADIENT_METHODS, f"gradient must be one of {GRADIENT_METHODS}"),
+                  (self.pseudo_maps in PSEUDO_MAPS,
+                   f"pseudo_maps must be 'gradcam' (paper / released) or 'cosine', got {self.pseudo_maps!r}"),
                   (len(self.crop_scales) > 0 and all(0 < s <= 1 for s in self.crop_scales),
                    f"crop_scales must be fractions in (0, 1], got {self.crop_scales}"),
                   (0 < self.crop_scale_min <= self.crop_scale_max <= 1, "need 0 < crop_scale_min <= crop_scale_max"
