@@ -32,7 +32,8 @@ from nbseg.methods.workflow import ablation_config, run_method
 COLUMNS = {"pgseg/full/miou": "full mIoU %", "pgseg/voc/miou": "voc mIoU %",
            "pgseg/full/synonyms_miou": "synonyms full mIoU %", "pgseg/full/hungarian_miou": "full Hungarian mIoU %",
            "kmeans/full/miou": "k-means full mIoU %", "pgseg/compactness": "compactness",
-           "pgseg/richness": "richness", "pgseg/voc/bg_threshold": "bg threshold (train)",
+           "pgseg/richness": "richness", "pgseg/groups_per_image": "groups per image",
+           "pgseg/largest_group_share": "largest group share", "pgseg/voc/bg_threshold": "bg threshold (train)",
            "train_seconds": "train s"}
 
 
