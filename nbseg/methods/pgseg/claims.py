@@ -125,7 +125,8 @@ def _percent(key: str, value):
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean and std (ddof 1) over seeds per ablation, in ``runs`` order, with the paper's Table-4 row."""
-    cols = [c for c in COLUMNS.values() if c in runs]
+    # a measure no run has (metrics.json from before it existed) is left out, not summarised as NaN
+    cols = [c for c in COLUMNS.values() if c in runs and runs[c].notna().any()]
     grouped = runs.groupby("ablation", sort=False)[cols]
     table = grouped.mean().add_suffix(" mean").join(grouped.std(ddof=1).add_suffix(" std")).reset_index()
     table.insert(1, "variant", runs.groupby("ablation", sort=False)["variant"].first().values)
