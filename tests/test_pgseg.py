@@ -23,8 +23,8 @@ from nbseg.methods.pgseg.losses import (ema_prototypes, em_prototypes, hard_reje
                                         pg_loss, scalar_em_prototypes, symmetric_infonce)
 from nbseg.methods.pgseg.text import EOT, SOT, UNK, WordTokenizer
 from nbseg.methods.pgseg.zeroshot import (choose_background_threshold, class_scores, compactness,
-                                          final_assignment, group_class_affinity, labels_with_background,
-                                          pixel_groups, richness)
+                                          final_assignment, group_class_affinity, group_usage,
+                                          labels_with_background, pixel_groups, richness)
 from nbseg.methods.workflow import load_method_config
 from nbseg.train import load_checkpoint
 
@@ -278,6 +278,8 @@ def test_train_evaluate_segment_with_prompts(tmp_path):
                 "kmeans/full/miou"):
         assert 0.0 <= m[key] <= 1.0, key
     assert 0.05 <= m["pgseg/voc/bg_threshold"] <= 0.95 and m["pgseg/compactness"] <= 1.0
+    assert 1 <= m["pgseg/groups_per_image"] <= SMOKE_PROFILE["groups_stage2"]
+    assert 1 / SMOKE_PROFILE["groups_stage2"] <= m["pgseg/largest_group_share"] <= 1.0
     assert m["dataset"] == "world/val" and m["n_images"] == 8
     image = tmp_path / "img.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(image)
@@ -336,3 +338,11 @@ def test_table4_verdict_is_the_gain_over_the_larger_seed_std():
                          "voc mIoU %": [20.0, 21.0, 19.0, 20.0]})
     v = verdict(runs, "groupvit", "full")
     assert v["full"]["supported"] and not v["voc"]["supported"] and v["voc"]["gain"] == pytest.approx(-1.0)
+
+
+def test_group_usage_counts_the_groups_owning_pixels_and_the_largest_share():
+    one = torch.zeros(2, 2, dtype=torch.long)                       # every pixel in group 0: collapsed
+    split = torch.tensor([[0, 3], [3, 3]])                          # groups 0 and 3, 3 of 4 pixels in group 3
+    used, largest = group_usage(torch.stack([one, split]), n_groups=4)
+    assert used.tolist() == [1, 2]
+    assert largest.tolist() == pytest.approx([1.0, 0.75])

@@ -63,3 +63,20 @@ def test_collect_reads_finished_runs_and_names_a_missing_one(tmp_path):
     assert result.verdict["official/full"]["gain"] == pytest.approx(2.0)
     with pytest.raises(FileNotFoundError, match="seed 2 first"):
         collect_table4(tmp_path, seeds=(0, 1, 2), ablations=("groupvit",))
+
+
+def test_worker_processes_give_the_sequential_table(tmp_path):
+    """``jobs=2`` trains the (ablation, seed) runs in two processes and collects the same table as one process."""
+    from nbseg.methods.pgseg import SMOKE_PROFILE
+    from nbseg.methods.pgseg.claims import table4_claim
+
+    rows = ("groupvit", "inpr+tnpr+hrs")
+    kwargs = {"seeds": (0,), "ablations": rows, "overrides": {**SMOKE_PROFILE, "train_limit": 8}, "eval_limit": 4}
+    one = table4_claim(tmp_path / "one", **kwargs)
+    two = table4_claim(tmp_path / "two", jobs=2, **kwargs)
+    assert all((tmp_path / "two" / name / "seed0" / "metrics.json").exists() for name in rows)
+    cols = ["ablation", "seed", "variant", "steps", "full mIoU %", "voc mIoU %", "compactness"]
+    pd.testing.assert_frame_equal(one.runs[cols], two.runs[cols])
+    assert one.verdict == two.verdict
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        table4_claim(tmp_path / "three", jobs=0, **kwargs)

@@ -13,7 +13,9 @@ larger of the two seed standard deviations (:func:`gain_over_std`); otherwise th
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +32,8 @@ from nbseg.methods.workflow import ablation_config, run_method
 COLUMNS = {"pgseg/full/miou": "full mIoU %", "pgseg/voc/miou": "voc mIoU %",
            "pgseg/full/synonyms_miou": "synonyms full mIoU %", "pgseg/full/hungarian_miou": "full Hungarian mIoU %",
            "kmeans/full/miou": "k-means full mIoU %", "pgseg/compactness": "compactness",
-           "pgseg/richness": "richness", "pgseg/voc/bg_threshold": "bg threshold (train)",
+           "pgseg/richness": "richness", "pgseg/groups_per_image": "groups per image",
+           "pgseg/largest_group_share": "largest group share", "pgseg/voc/bg_threshold": "bg threshold (train)",
            "train_seconds": "train s"}
 
 
@@ -55,20 +58,39 @@ class Table4Result:
 
 
 def table4_claim(out_dir: str | Path, *, seeds=(0, 1, 2), ablations=tuple(TABLE4), config=None,
-                 overrides: dict | None = None, eval_limit: int | None = None, progress: bool = False
-                 ) -> Table4Result:
+                 overrides: dict | None = None, eval_limit: int | None = None, progress: bool = False,
+                 jobs: int = 1) -> Table4Result:
     """Train and score every ablation of ``ablations`` (names of ``nbseg.methods.pgseg.ablations.ABLATIONS``) for
     every seed in ``out_dir/<ablation>/seed<k>`` (rerunning resumes; finished runs are only re-scored), with
-    ``overrides`` common to all runs. Returns :class:`Table4Result`."""
+    ``overrides`` common to all runs. ``jobs`` > 1: the (ablation, seed) runs go to that many worker processes
+    (seed-major order, so every ablation advances together; each worker gets ``threads // jobs`` torch threads)
+    and the table is collected from their ``metrics.json``. Returns :class:`Table4Result`."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    units = [(name, seed) for seed in seeds for name in ablations]
+    if jobs > 1:
+        threads = max(1, torch.get_num_threads() // jobs)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_train_unit, out_dir, name, seed, config, overrides, eval_limit, threads)
+                       for name, seed in units]
+            for future in futures:
+                future.result()                         # a failed run raises here, naming its error
+        return collect_table4(out_dir, seeds=seeds, ablations=ablations)
+    by_unit = {unit: _train_unit(out_dir, *unit, config, overrides, eval_limit, progress=progress)
+               for unit in units}
+    return _result([by_unit[(name, seed)] for name in ablations for seed in seeds], ablations)
+
+
+def _train_unit(out_dir, name: str, seed: int, config, overrides: dict | None, eval_limit: int | None,
+                threads: int | None = None, progress: bool = False) -> dict:
+    """Train (or resume) and score one (ablation, seed) run; its :func:`_row`. ``threads``: torch threads (a worker
+    process of :func:`table4_claim`)."""
+    if threads:
+        torch.set_num_threads(threads)
     spec = get_method("pgseg")
-    rows = []
-    for name in ablations:
-        for seed in seeds:
-            cfg = ablation_config(spec, name, config=config, overrides={**(overrides or {}), "seed": seed})
-            run = run_method(spec, cfg, Path(out_dir) / name / f"seed{seed}", progress=progress,
-                             eval_limit=eval_limit)
-            rows.append(_row(name, seed, cfg.variant, run.metrics))
-    return _result(rows, ablations)
+    cfg = ablation_config(spec, name, config=config, overrides={**(overrides or {}), "seed": seed})
+    run = run_method(spec, cfg, Path(out_dir) / name / f"seed{seed}", progress=progress, eval_limit=eval_limit)
+    return _row(name, seed, cfg.variant, run.metrics)
 
 
 def collect_table4(out_dir: str | Path, *, seeds=(0, 1, 2), ablations=tuple(TABLE4)) -> Table4Result:
@@ -103,7 +125,8 @@ def _percent(key: str, value):
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean and std (ddof 1) over seeds per ablation, in ``runs`` order, with the paper's Table-4 row."""
-    cols = [c for c in COLUMNS.values() if c in runs]
+    # a measure no run has (metrics.json from before it existed) is left out, not summarised as NaN
+    cols = [c for c in COLUMNS.values() if c in runs and runs[c].notna().any()]
     grouped = runs.groupby("ablation", sort=False)[cols]
     table = grouped.mean().add_suffix(" mean").join(grouped.std(ddof=1).add_suffix(" std")).reset_index()
     table.insert(1, "variant", runs.groupby("ablation", sort=False)["variant"].first().values)

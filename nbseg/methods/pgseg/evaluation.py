@@ -18,7 +18,7 @@ from nbseg.cluster import kmeans_segmentation
 from nbseg.data import load_dataset
 from nbseg.evaluation import evaluate as evaluate_clusters
 from nbseg.methods.pgseg.text import CaptionPairs, captions_for
-from nbseg.methods.pgseg.zeroshot import (choose_background_threshold, compactness, identity_scores,
+from nbseg.methods.pgseg.zeroshot import (choose_background_threshold, compactness, group_usage, identity_scores,
                                           labels_with_background, richness)
 from nbseg.progress import tqdm
 from nbseg.world import SYNONYMS, THING_CLASSES
@@ -94,7 +94,8 @@ def evaluate_pgseg(model, *, split: str | None = None, limit: int | None = None,
                    progress: bool = True) -> PGSegEvaluation:
     """Zero-shot mIoU on ``split`` (default ``cfg.eval_split``; first ``limit`` images) for the full labels
     (canonical names and synonyms), the voc labels (background threshold from train), Hungarian on the same
-    predictions, optional k-means on the encoder's patch tokens, and compactness / richness of stage 1."""
+    predictions, optional k-means on the encoder's patch tokens, compactness / richness of stage 1, and the
+    stage-2 groups owning pixels per image with the largest one's share (a collapse check)."""
     model.eval()
     cfg = model.cfg
     split = split or cfg.eval_split
@@ -103,14 +104,17 @@ def evaluate_pgseg(model, *, split: str | None = None, limit: int | None = None,
     threshold, _ = choose_threshold(model, progress=progress)
     names = full.class_names
     preds = {"full": [], "synonyms": [], "voc": []}
-    gts_full, gts_voc, patches, compact, centres = [], [], [], [], []
+    gts_full, gts_voc, patches, compact, centres, usage = [], [], [], [], [], []
     for start, (images, labels) in zip(range(0, n, BATCH), tqdm(_batches(full, n), desc="zero-shot",
                                                                 disable=not progress)):
         out = model.image_encoder.forward_features(images.to(model.device))
         size = tuple(images.shape[-2:])
         for key, prompts, bar in (("full", names, None), ("synonyms", synonym_names(names), None),
                                   ("voc", THING_CLASSES, threshold)):
-            preds[key].append(labels_with_background(*model.groups_for(out, prompts, None, size), bar).cpu())
+            groups, affinity = model.groups_for(out, prompts, None, size)
+            preds[key].append(labels_with_background(groups, affinity, bar).cpu())
+        used, largest = group_usage(groups, affinity.shape[1])
+        usage.append(torch.stack([used.float(), largest]).cpu())
         gts_full.append(torch.stack(labels))
         gts_voc.append(torch.stack([voc[i].label for i in range(start, start + len(labels))]))
         stage1 = out.stages[0].grouped
@@ -137,6 +141,9 @@ def evaluate_pgseg(model, *, split: str | None = None, limit: int | None = None,
         "pgseg/voc/bg_threshold": threshold,
         "pgseg/compactness": float(torch.cat(compact).mean()),
         "pgseg/richness": richness(torch.cat(centres)),
+        # collapse check: stage-2 groups owning pixels per image (of groups_stage2), the largest one's pixel share
+        "pgseg/groups_per_image": float(torch.cat(usage, 1)[0].mean()),
+        "pgseg/largest_group_share": float(torch.cat(usage, 1)[1].mean()),
     }
     if kmeans:
         labels = kmeans_segmentation(torch.cat(patches), len(names), size=tuple(gts_full[0].shape[-2:]),

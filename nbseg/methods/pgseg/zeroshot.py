@@ -13,7 +13,8 @@ tensor functions.
    (:func:`choose_background_threshold`), never on val. :func:`class_scores` spells the dense per-pixel class
    scores (B, K, H, W) out, for display; the labels never build them (the zero-shot throughput, docs 6.4).
 
-Also the Fig. 5/6 measures: :func:`compactness` and :func:`richness`.
+Also the Fig. 5/6 measures: :func:`compactness` and :func:`richness`; and :func:`group_usage`, the groups that
+own pixels (a collapse check).
 """
 from __future__ import annotations
 
@@ -122,6 +123,14 @@ def compactness(tokens: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
     return (tokens * (hard @ centres)).sum(-1).mean(1)
 
 
+def group_usage(groups: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whether the segmentation collapses: groups (B, H, W) pixel -> stage-2 group (:func:`pixel_groups`) ->
+    ((B,) how many of the ``n_groups`` groups own at least one pixel, (B,) the largest group's share of the
+    pixels). One group owning every pixel makes the image one class, whatever the prompts."""
+    counts = F.one_hot(groups.flatten(1), n_groups).sum(1)                                   # (B, G)
+    return (counts > 0).sum(1), counts.amax(1) / groups[0].numel()
+
+
 def richness(group_tokens: torch.Tensor) -> float:
     """Fig. 6 as a number: group_tokens (S, G, D) of S images -> the mean over groups and dimensions of the
     variance across images of the L2-normalised group tokens, times D (so 1.0 is the variance of uniformly
@@ -131,4 +140,4 @@ def richness(group_tokens: torch.Tensor) -> float:
 
 
 __all__ = ["final_assignment", "group_class_affinity", "pixel_groups", "class_scores", "labels_with_background", "identity_scores",
-           "choose_background_threshold", "compactness", "richness", "CAPTION_TEMPLATE", "PAPER_TEMPLATE"]
+           "choose_background_threshold", "compactness", "richness", "group_usage", "CAPTION_TEMPLATE", "PAPER_TEMPLATE"]
