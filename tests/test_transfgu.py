@@ -261,7 +261,7 @@ def test_table3_summary_and_verdict():
                          "initial": base + 0.01, "trained": base + 0.02 + gain / 2, "bootstrapped": base + 0.03 + gain,
                          "concept_purity": 0.5, "concept_nmi": 0.4})
     s = summarise(pd.DataFrame(rows))
-    assert list(s["labels"]) == ["coarse", "full"] and s["kmeans_std"].tolist() == pytest.approx([0.01, 0.01])
+    assert list(s["labels"]) == ["coarse", "full"] and s["kmeans_std"].tolist() == pytest.approx([0.01 * 2 ** 0.5] * 2)  # ddof 1
     assert s["gap_to_kmeans"].tolist() == pytest.approx([0.03, 0.13])
     assert verdict(s) == {"stages_ordered": True, "gap_grows": True, "supported": True, "why_not": []}
     s.loc[0, "trained_mean"] = 0.9
