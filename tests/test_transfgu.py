@@ -261,9 +261,75 @@ def test_table3_summary_and_verdict():
                          "initial": base + 0.01, "trained": base + 0.02 + gain / 2, "bootstrapped": base + 0.03 + gain,
                          "concept_purity": 0.5, "concept_nmi": 0.4})
     s = summarise(pd.DataFrame(rows))
-    assert list(s["labels"]) == ["coarse", "full"] and s["kmeans_std"].tolist() == pytest.approx([0.01, 0.01])
+    assert list(s["labels"]) == ["coarse", "full"] and s["kmeans_std"].tolist() == pytest.approx([0.01 * 2 ** 0.5] * 2)  # ddof 1
     assert s["gap_to_kmeans"].tolist() == pytest.approx([0.03, 0.13])
     assert verdict(s) == {"stages_ordered": True, "gap_grows": True, "supported": True, "why_not": []}
     s.loc[0, "trained_mean"] = 0.9
     v = verdict(s)
     assert not v["supported"] and not v["stages_ordered"] and v["gap_grows"] and "coarse" in v["why_not"][0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# augment: false (nbseg's sanity fit, issue #16) and whole-image crops
+# ----------------------------------------------------------------------------------------------------------
+
+class _StoredMaps:
+    """The two members of the pseudo-label bank that PseudoLabelCrops reads."""
+
+    def __init__(self, maps):
+        self.maps = maps
+
+    def tensor(self, index=slice(None)):
+        return self.maps[index]
+
+
+def test_whole_image_items_without_augmentation(tmp_path):
+    from nbseg.methods.transfgu.bank import load_images
+    from nbseg.methods.transfgu.data import PseudoLabelCrops, open_split
+    from nbseg.world import WorldSpec, write_world
+
+    root = write_world(tmp_path / "world", WorldSpec(size=32, n_train=2, n_val=1), workers=1, progress=False)
+    maps = torch.rand(2, 3, 4, 4)
+    full = load_images(open_split(TransFGUConfig(data_root=str(root))), 0, 2, 32)
+
+    def items(**kw):
+        cfg = TransFGUConfig(data_root=str(root), image_size=32, train_crop_size=32, **kw)
+        cfg.validate()
+        crops = PseudoLabelCrops(open_split(cfg), _StoredMaps(maps), cfg, 8)
+        return [crops[(i, seed)] for i in range(2) for seed in range(8)]
+
+    for it in items(augment=False):                              # the stored maps and the image, as they are
+        assert torch.allclose(it["image"], full[it["index"]], atol=1e-5)
+        assert torch.allclose(it["pseudo"], maps[it["index"]], atol=1e-5)
+    flipped = 0
+    for it in items(crop_scale_min=1.0, crop_scale_max=1.0):     # whole-image crops: roi_align'd maps, flips
+        i, is_flipped = it["index"], not torch.allclose(it["image"], full[it["index"]], atol=1e-5)
+        flipped += is_flipped
+        whole = crop_pseudo_labels(maps[i:i + 1], torch.tensor([[0.0, 0.0, 32.0, 32.0]]), 4, 32)[0]
+        expected = (full[i].flip(-1), whole.flip(-1)) if is_flipped else (full[i], whole)
+        assert torch.allclose(it["image"], expected[0], atol=1e-5)
+        assert torch.allclose(it["pseudo"], expected[1], atol=1e-5)
+    assert 0 < flipped < 16
+    cropped = items()                                            # released scales 0.4 .. 0.9: never the whole image
+    assert not any(torch.allclose(it["image"], full[it["index"]], atol=1e-3) for it in cropped)
+
+
+def test_no_photometric_draw_without_augmentation(random_vit, monkeypatch):
+    from nbseg.methods.transfgu import model as M
+
+    calls = []
+    monkeypatch.setattr(M, "photometric", lambda images: calls.append(1) or images)
+    batch = {"image": torch.rand(2, 3, 32, 32), "pseudo": torch.rand(2, 13, 4, 4)}
+    TransFGU(TransFGUConfig(**{**TINY, "augment": False}), backbone=random_vit).training_step(batch)
+    assert calls == []
+    TransFGU(TransFGUConfig(**TINY), backbone=random_vit).training_step(batch)
+    assert calls == [1]
+
+
+def test_augmentation_options_are_checked():
+    from nbseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="augment must be true or false"):
+        TransFGUConfig(augment="no").validate()
+    with pytest.raises(ConfigError, match="crop_scale_max <= 1"):
+        TransFGUConfig(crop_scale_max=1.2).validate()

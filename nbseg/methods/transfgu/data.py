@@ -5,7 +5,9 @@ Per item (seeded by the shared loop's item seed, so a resumed run sees the same 
 ``s * image_size`` with s drawn from {crop_scale_min, +0.1, ..., crop_scale_max} (released: 0.4 ... 0.9) at a
 random position, resized (bilinear) to ``train_crop_size`` (released: half the image size), its pseudo-label maps
 cropped to the crop's token grid with ``torchvision.ops.roi_align`` (average, ``aligned=True``), and both flipped
-horizontally with probability 0.5.
+horizontally with probability 0.5. With ``augment: false`` (nbseg's sanity fit, not the paper's) the item is the
+whole image resized to ``train_crop_size`` with its stored maps unchanged (when their grid is the crop's; roi_align
+smooths even the whole-image box by a quarter cell), never flipped.
 """
 from __future__ import annotations
 
@@ -46,13 +48,18 @@ class PseudoLabelCrops(torch.utils.data.Dataset):
         gen = torch.Generator().manual_seed(seed)
         size = self.cfg.image_size
         image = load_images(self.dataset, index, index + 1, size)
-        side = int(self.scales[int(torch.randint(len(self.scales), (1,), generator=gen))] * size)
+        augment = self.cfg.augment
+        side = int(self.scales[int(torch.randint(len(self.scales), (1,), generator=gen))] * size) if augment else size
         y0, x0 = (int(torch.randint(size - side + 1, (1,), generator=gen)) for _ in range(2))
         crop = F.interpolate(image[:, :, y0:y0 + side, x0:x0 + side], size=(self.cfg.crop_px,) * 2,
                              mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
         box = torch.tensor([[x0, y0, x0 + side, y0 + side]], dtype=torch.float32)
-        pseudo = crop_pseudo_labels(self.pseudo.tensor(slice(index, index + 1)), box, self.grid, size)[0]
-        if torch.rand((), generator=gen) < 0.5:
+        maps = self.pseudo.tensor(slice(index, index + 1))
+        if not augment and maps.shape[-1] == self.grid:   # the stored targets as they are (roi_align would smooth)
+            pseudo = maps[0]
+        else:
+            pseudo = crop_pseudo_labels(maps, box, self.grid, size)[0]
+        if augment and torch.rand((), generator=gen) < 0.5:
             crop, pseudo = crop.flip(-1), pseudo.flip(-1)
         return {"index": index, "image": crop, "pseudo": pseudo}
 

@@ -105,6 +105,9 @@ class TransFGUConfig(TrainConfig):
     crop_scale_min: float = 0.4
     crop_scale_max: float = 0.9
     train_crop_size: int | None = None   # None: image_size / 2
+    # false: nbseg's sanity fit (issue #16, not the paper's): each item is the whole image at train_crop_size with
+    # its stored maps, no flip, no photometric draw, so the student is fitted on exactly what it is scored on
+    augment: bool = True
     # bootstrapping (Sec. 3.3): the teacher is refreshed at the start of epoch e when e >= bootstrap_start and
     # (e - bootstrap_start) % interval == 0, interval = bootstrap_intervals[min(e // 10, len - 1)] (released lookup)
     bootstrap_start: int = 2
@@ -124,8 +127,10 @@ class TransFGUConfig(TrainConfig):
                    f"pseudo_maps must be 'gradcam' (paper / released) or 'cosine', got {self.pseudo_maps!r}"),
                   (len(self.crop_scales) > 0 and all(0 < s <= 1 for s in self.crop_scales),
                    f"crop_scales must be fractions in (0, 1], got {self.crop_scales}"),
-                  (0 < self.crop_scale_min <= self.crop_scale_max <= 1, "need 0 < crop_scale_min <= crop_scale_max"
-                                                                        " <= 1"),
+                  (0 < self.crop_scale_min <= self.crop_scale_max <= 1,
+                   f"need 0 < crop_scale_min <= crop_scale_max <= 1 (1: crops of the whole image), got "
+                   f"{self.crop_scale_min}, {self.crop_scale_max}"),
+                  (isinstance(self.augment, bool), f"augment must be true or false, got {self.augment!r}"),
                   (self.bank_upscale >= 1 and self.bootstrap_start >= 1, "bank_upscale and bootstrap_start >= 1"),
                   (all(int(i) >= 1 for i in self.bootstrap_intervals) and len(self.bootstrap_intervals) > 0,
                    "bootstrap_intervals must be a non-empty list of integers >= 1")]
@@ -270,7 +275,8 @@ class TransFGU(nn.Module):
         """batch ``{"image": (B, 3, s, s) crops in [0, 1], "pseudo": (B, K', g, g) their Grad-CAM maps}`` ->
         ``loss`` (Eq. 16) and its terms."""
         cfg = self.cfg
-        patches = self.patches_of(photometric(batch["image"]), cfg.crop_px)
+        images = photometric(batch["image"]) if cfg.augment else batch["image"]
+        patches = self.patches_of(images, cfg.crop_px)
         target = self.targets(batch["pseudo"].float())
         bootstrapping = int(self.round) > 0
         teacher_logits = None

@@ -106,14 +106,14 @@ def measure_bootstrapping(base_cfg, run_root: str | Path, backbone, *, label_set
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std (over seeds, population std) of every stage per label set (and of the concepts' purity and NMI
-    where ``rows`` has them), ordered by class count."""
+    """Mean and std (over seeds, ddof 1 like the claims table; NaN for one seed) of every stage per label set (and
+    of the concepts' purity and NMI where ``rows`` has them), ordered by class count."""
     out = []
     for labels, group in rows.groupby("labels", sort=False):
         row = {"labels": labels, "n_classes": int(group["n_classes"].iloc[0]), "seeds": len(group)}
         for stage in [s for s in (*STAGES, "concept_purity", "concept_nmi") if s in group]:
             row[f"{stage}_mean"] = float(group[stage].mean())
-            row[f"{stage}_std"] = float(group[stage].std(ddof=0))
+            row[f"{stage}_std"] = float(group[stage].std(ddof=1))      # sample std; NaN for one seed
         row["gap_to_kmeans"] = row["bootstrapped_mean"] - row["kmeans_mean"]
         out.append(row)
     return pd.DataFrame(out).sort_values("n_classes").reset_index(drop=True)
