@@ -133,3 +133,30 @@ def test_stage4_refuses_the_attention_mil_term(caption_world):
     with pytest.raises(ConfigError, match="mil_weight=0"):
         load_config(CaptionTagConfig, overrides=dict(data_root=str(caption_world), teacher_momentum=0.9,
                                                      mil_weight=1.0)).validate()
+
+
+def test_within_image_separation_is_the_ce_over_the_images_own_class_centres():
+    from nbseg.pretrain.tag_teacher import within_image_separation_loss
+
+    e0, e1 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    tokens = torch.stack([torch.stack([e0, e0, e1, 3 * e1]),              # image 0: two classes, orthogonal
+                          torch.stack([e0, e1, e0, e1])])                  # image 1: one labelled class only
+    labels = torch.tensor([[0, 0, 5, 5], [2, 2, -1, -1]])
+    loss = within_image_separation_loss(tokens, labels, 0.1)
+    assert torch.allclose(loss, torch.log1p(torch.exp(torch.tensor(-10.0))), atol=1e-6)
+    mixed = torch.stack([torch.stack([e0, e1, e0, e1])] * 2)             # both classes hold both directions:
+    assert torch.allclose(within_image_separation_loss(mixed, labels, 0.1), torch.log(torch.tensor(2.0)))  # equal centres
+    none = within_image_separation_loss(tokens.requires_grad_(), torch.full((2, 4), -1), 0.1)
+    assert none.item() == 0 and none.requires_grad
+
+
+def test_separation_needs_the_teacher(caption_world):
+    from nbseg.config import load_config
+    from nbseg.errors import ConfigError
+    from nbseg.pretrain.caption_tags import CaptionTagConfig
+
+    with pytest.raises(ConfigError, match="teacher_momentum"):
+        load_config(CaptionTagConfig, overrides=dict(data_root=str(caption_world), separation_weight=1.0)).validate()
+    net, _, batch = _net_and_batch(caption_world, separation_weight=1.0)
+    out = net.training_step(batch, 0)
+    assert "separation_ce" in out and out["separation_ce"] >= 0

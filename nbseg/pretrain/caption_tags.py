@@ -290,9 +290,14 @@ class CaptionTagNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, 3, H, W) in [0, 1] -> CLS logits (B, C), patch scores (B, P, C)."""
+        cls_logits, patch_scores, _ = self.forward_with_tokens(images)
+        return cls_logits, patch_scores
+
+    def forward_with_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward` plus the patch tokens (B, P, D) after the final norm (what the probes read)."""
         tokens = self.backbone.forward_features(self.normalise(images))     # (B, 1 + P, D), after the final norm
-        n_prefix = self.backbone.num_prefix_tokens
-        return self.cls_head(tokens[:, 0]), self.patch_head(tokens[:, n_prefix:])
+        patches = tokens[:, self.backbone.num_prefix_tokens:]
+        return self.cls_head(tokens[:, 0]), self.patch_head(patches), patches
 
     def training_step(self, batch, step: int) -> dict[str, torch.Tensor]:
         images, tags = batch
@@ -326,6 +331,8 @@ class CaptionTagConfig(TrainConfig):
                                          # (nbseg.pretrain.tag_teacher; self_training_weight weighs its CE)
     teacher_keep_fraction: float = 0.5   # stage 4: per class, the most confident share of its patches kept
     attention_target_smoothing: float = 0.5  # stage 4: attention target mass spread uniformly (eps)
+    separation_weight: float = 0.0       # stage 4: weight of the within-image class separation term (0: off)
+    separation_temperature: float = 0.1  # its softmax temperature over the image's class centres
     init_weights: str | None = None      # warm start: a weights file for the ViT, or the whole net's state dict
     epochs: int = 12
     batch_size: int = 64
@@ -355,6 +362,11 @@ class CaptionTagConfig(TrainConfig):
             raise ConfigError("teacher_momentum must be in [0, 1), teacher_keep_fraction in (0, 1] and "
                               f"attention_target_smoothing in [0, 1], got {self.teacher_momentum}, "
                               f"{self.teacher_keep_fraction}, {self.attention_target_smoothing}")
+        if self.separation_weight < 0 or self.separation_temperature <= 0:
+            raise ConfigError(f"separation_weight must be >= 0 and separation_temperature > 0, got "
+                              f"{self.separation_weight}, {self.separation_temperature}")
+        if self.separation_weight > 0 and self.teacher_momentum <= 0:
+            raise ConfigError("separation_weight needs the stage-4 teacher's labels: set teacher_momentum > 0")
         if self.teacher_momentum > 0 and self.mil_weight > 0:
             raise ConfigError("the stage-4 teacher (teacher_momentum > 0) does not take the attention-MIL term: "
                               "set mil_weight=0")
@@ -377,7 +389,9 @@ def build(cfg: CaptionTagConfig) -> tuple[CaptionTagNet, CaptionTagImages]:
         net = TeacherTagNet(cfg.arch, len(names), is_thing, drop_path_rate=cfg.drop_path_rate, r=cfg.lse_r,
                             attention_weight=cfg.attention_weight, self_training_weight=cfg.self_training_weight,
                             momentum=cfg.teacher_momentum, keep_fraction=cfg.teacher_keep_fraction,
-                            target_smoothing=cfg.attention_target_smoothing)
+                            target_smoothing=cfg.attention_target_smoothing,
+                            separation_weight=cfg.separation_weight,
+                            separation_temperature=cfg.separation_temperature)
         if cfg.init_weights:
             warm_start(net, cfg.init_weights)
             net.sync_teacher()

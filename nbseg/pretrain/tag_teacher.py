@@ -24,6 +24,8 @@ The objective, for an image x with tags y (C classes, things T) and a crop x' of
   patches + w_att H(t, a), with t = (1 - eps) m / sum_p m + eps / P, m_p the share of patch p that the teacher
   labels a tagged thing: the CLS attention is asked to put 1 - eps of its mass on the named objects, spread over
   them, and the rest anywhere (a saliency probe keeps the patches holding 60% of the mass);
+* optionally (``separation_weight`` > 0; not part of v5): a within-image class separation term on the
+  student's patch tokens (:func:`within_image_separation_loss`), for DCN's angle pattern;
 * after every optimiser step  theta_teacher <- m theta_teacher + (1 - m) theta_student.
 """
 from __future__ import annotations
@@ -87,6 +89,28 @@ def crop_tags(labels: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
     return tags * present
 
 
+def within_image_separation_loss(tokens: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Class separation inside each image (an option of stage 4, for DCN's angle pattern): with x_p the
+    L2-normalised patch tokens of one image and c_k the normalised mean of its patches labelled k,
+    L = mean over labelled patches of images holding >= 2 classes of  -log softmax_k(x_p . c_k / T)[l_p]:
+    each patch is pulled toward its class's centre *in its own image* and pushed from the other classes' centres
+    there. tokens (B, P, D), labels (B, P) long (-1 ignored) -> scalar (0 with a gradient path when no image
+    holds two classes)."""
+    x = F.normalize(tokens, dim=-1)
+    total, count = tokens.sum() * 0.0, 0
+    for b in range(len(x)):
+        keep = labels[b] >= 0
+        classes, dense = labels[b][keep].unique(return_inverse=True)
+        if len(classes) < 2:
+            continue
+        xb = x[b][keep]                                                          # (n, D)
+        centres = torch.zeros(len(classes), x.shape[-1], dtype=x.dtype).index_add_(0, dense, xb)
+        logits = xb @ F.normalize(centres, dim=-1).T / temperature               # (n, K)
+        total = total + F.cross_entropy(logits, dense, reduction="sum")
+        count += len(dense)
+    return total / max(count, 1)
+
+
 def smoothed_thing_target(thing_share: torch.Tensor, eps: float) -> torch.Tensor:
     """(B, P) share of each patch labelled a tagged thing -> attention target t (B, P), rows summing to 1:
     t = (1 - eps) m / sum_p m + eps / P; uniform where the crop holds no thing."""
@@ -125,13 +149,14 @@ class TeacherTagNet(CaptionTagNet):
 
     def __init__(self, arch: str, n_classes: int, thing_mask: torch.Tensor, *, drop_path_rate: float, r: float,
                  attention_weight: float, self_training_weight: float, momentum: float, keep_fraction: float,
-                 target_smoothing: float):
+                 target_smoothing: float, separation_weight: float = 0.0, separation_temperature: float = 0.1):
         super().__init__(arch, n_classes, thing_mask, drop_path_rate=drop_path_rate, r=r,
                          attention_weight=attention_weight, self_training_weight=self_training_weight)
         self.teacher = nn.ModuleDict({"backbone": create_model(arch, num_classes=0, drop_path_rate=0.0),
                                       "patch_head": nn.Linear(self.backbone.embed_dim, n_classes)})
         self.teacher.requires_grad_(False)
         self.momentum, self.keep_fraction, self.target_smoothing = momentum, keep_fraction, target_smoothing
+        self.separation_weight, self.separation_temperature = separation_weight, separation_temperature
         self.sync_teacher()
 
     def _student_parts(self) -> nn.ModuleDict:
@@ -167,7 +192,7 @@ class TeacherTagNet(CaptionTagNet):
 
     def training_step(self, batch, step: int) -> dict[str, torch.Tensor]:
         whole, crops, boxes, flipped, tags = batch
-        cls_logits, patch_scores = self(crops)                                     # (B, C), (B, P, C)
+        cls_logits, patch_scores, tokens = self.forward_with_tokens(crops)         # (B, C), (B, P, C), (B, P, D)
         attention = self.cls_attention()
         self._qkv = None                      # see CaptionTagNet.training_step
         grid = int(round(patch_scores.shape[1] ** 0.5))
@@ -179,12 +204,18 @@ class TeacherTagNet(CaptionTagNet):
         l_att = attention_cross_entropy(smoothed_thing_target(target["thing_share"], self.target_smoothing),
                                         attention)
         loss = l_cls + l_patch + self.self_training_weight * l_st + self.attention_weight * l_att
-        return {"loss": loss, "cls_bce": l_cls.detach(), "patch_bce": l_patch.detach(),
-                "teacher_ce": l_st.detach(), "attention_ce": l_att.detach(), "kept": target["kept"]}
+        out = {"cls_bce": l_cls.detach(), "patch_bce": l_patch.detach(), "teacher_ce": l_st.detach(),
+               "attention_ce": l_att.detach(), "kept": target["kept"]}
+        if self.separation_weight > 0:
+            l_sep = within_image_separation_loss(tokens, target["labels"], self.separation_temperature)
+            loss = loss + self.separation_weight * l_sep
+            out["separation_ce"] = l_sep.detach()
+        return {"loss": loss, **out}
 
     def after_step(self, step: int) -> None:
         ema_update_(self.teacher, self._student_parts(), self.momentum)
 
 
 __all__ = ["standardise_per_class", "tagged_labels", "class_balanced_keep", "crop_tags", "smoothed_thing_target",
+           "within_image_separation_loss",
            "CaptionTagViews", "collate_views", "TeacherTagNet"]
