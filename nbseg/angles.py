@@ -147,13 +147,20 @@ class AngleStudy:
 
 
 def angle_study(patches: torch.Tensor, labels: torch.Tensor, n_classes: int, *, ignore_index: int = 255,
-                progress: bool = False) -> AngleStudy:
+                min_share: float = 0.0, progress: bool = False) -> AngleStudy:
     """DCN §1's two scopes: angles within each image (then averaged over images) and over all pixels of the set.
 
     Args:
         patches: (N, h, w, D) patch embeddings.  labels: (N, H, W) pixel labels (255 = ignore).
+        min_share: keep only (patch, class) rows whose class covers at least this share of the patch (0: every
+            pixel, DCN's definition; e.g. 0.95: "pure" patches). A patch straddling two classes gives *one*
+            embedding to both of their centres, which pulls one image's centres together; when objects are few
+            patches across, such rows are a large part of the set, and this separates that effect from the features.
     """
     emb, lab, w, image = pixel_weighted_embeddings(patches, labels, n_classes, ignore_index=ignore_index)
+    if min_share > 0:
+        keep = w >= min_share
+        emb, lab, w, image = emb[keep], lab[keep], w[keep], image[keep]
     rows, within, within_w, inter = [], [], [], []
     for i in tqdm(range(patches.shape[0]), desc="angles per image", disable=not progress):
         sel = image == i

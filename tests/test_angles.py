@@ -77,3 +77,20 @@ def test_per_image_vs_dataset_when_classes_swap_directions():
     assert table["source"].tolist()[-2:] == [DCN_REPORTED["source"]] * 2 and "paper" in DCN_REPORTED["source"]
     assert table.set_index(["source", "scope"]).loc[(DCN_REPORTED["source"], "dataset"), "inter_deg"] == 24.91
     assert len(angle_table({"constructed": study}, with_paper=False)) == 2
+
+
+def test_a_straddling_patch_pulls_one_images_centres_together_and_min_share_leaves_it_out():
+    # one image, three patches in a row: class 0 at 0 deg, class 1 at 90 deg, and a middle patch (at 45 deg) half
+    # class 0, half class 1. With every pixel (DCN's definition) the middle patch joins both centres and the
+    # inter-class angle shrinks below 90; keeping pure patches only gives the features' own 90 degrees.
+    patches = torch.zeros(1, 1, 3, 4)
+    patches[0, 0, 0], patches[0, 0, 1], patches[0, 0, 2] = at([0])[0], at([45])[0], at([90])[0]
+    labels = torch.tensor([[0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]]).repeat(4, 1)[None]   # (1, 4, 12): 4 px a patch
+    every = angle_study(patches, labels, n_classes=2).summary()
+    pure = angle_study(patches, labels, n_classes=2, min_share=0.95).summary()
+    # each centre: weight 1 at its own direction, 0.5 at 45 deg -> ~15 deg off its direction -> ~60 deg apart
+    centre = math.degrees(math.atan2(0.5 * math.sin(math.radians(45)), 1 + 0.5 * math.cos(math.radians(45))))
+    assert every["per_image_inter_deg"] == pytest.approx(90 - 2 * centre, abs=1e-4)
+    assert every["per_image_inter_deg"] < 80
+    assert pure["per_image_inter_deg"] == pytest.approx(90.0, abs=1e-4)
+    assert pure["per_image_intra_deg"] == pytest.approx(0.0, abs=1e-4)

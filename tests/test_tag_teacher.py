@@ -123,6 +123,14 @@ def test_stage4_run_resumes_exactly_and_exports_the_student(caption_world, tmp_p
     assert torch.equal(weights["pos_embed"], a["backbone.pos_embed"])
     log = (tmp_path / "full/log.csv").read_text()
     assert "teacher_ce" in log and "kept" in log
+    # the next stage warm-starts from the run folder itself: the student's ViT and heads, never the EMA teacher's
+    from nbseg.config import load_config
+    from nbseg.pretrain.caption_tags import CaptionTagConfig, build
+    nxt, _ = build(load_config(CaptionTagConfig, overrides=dict(
+        data_root=str(caption_world), image_size=32, seed=5, init_weights=str(tmp_path / "full"))))
+    state = nxt.state_dict()
+    for k in ("backbone.pos_embed", "backbone.blocks.0.attn.qkv.weight", "patch_head.weight", "cls_head.1.weight"):
+        assert torch.equal(state[k], a[k]), k
 
 
 def test_stage4_refuses_the_attention_mil_term(caption_world):
@@ -160,3 +168,31 @@ def test_separation_needs_the_teacher(caption_world):
     net, _, batch = _net_and_batch(caption_world, separation_weight=1.0)
     out = net.training_step(batch, 0)
     assert "separation_ce" in out and out["separation_ce"] >= 0
+
+
+def test_the_default_backbones_recipe_chains_its_six_stages_and_resumes(caption_world, tmp_path):
+    """tools/train_embedded.sh, shrunk by EXTRA to two steps a stage on the tiny world: every stage trains,
+    warm-starting from the run folder before it (the warm start itself: test_stage4_run_resumes_exactly...)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    runs = tmp_path / "runs"
+    env = dict(os.environ, NBSEG=f"{sys.executable} -m nbseg", CURVE="",
+               EXTRA="image_size=32 batch_size=4 max_steps=2 log_every=1 checkpoint_every=1")
+    cmd = ["sh", str(repo / "tools/train_embedded.sh"), str(runs), str(caption_world)]
+    subprocess.run(cmd, check=True, env=env, cwd=tmp_path, capture_output=True)
+    stages = sorted(p.name for p in runs.iterdir())
+    assert stages == ["stage1_tags", "stage2_attention", "stage3_self_training", "stage4_teacher",
+                      "stage5_separation", "stage6_separation"]
+    configs = [yaml.safe_load((runs / s / "config.yaml").read_text()) for s in stages]
+    assert configs[0]["init_weights"] is None and configs[0]["attention_weight"] == 0
+    for before, cfg in zip(stages, configs[1:]):
+        assert cfg["init_weights"] == str(runs / before)
+    assert [c["teacher_momentum"] for c in configs] == [0, 0, 0, 0.99, 0.99, 0.99]
+    assert [c["separation_weight"] for c in configs] == [0, 0, 0, 0, 1, 3]
+    assert torch.load(runs / stages[-1] / "checkpoint.pt", weights_only=False)["step"] == 2

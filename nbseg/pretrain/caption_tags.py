@@ -333,7 +333,8 @@ class CaptionTagConfig(TrainConfig):
     attention_target_smoothing: float = 0.5  # stage 4: attention target mass spread uniformly (eps)
     separation_weight: float = 0.0       # stage 4: weight of the within-image class separation term (0: off)
     separation_temperature: float = 0.1  # its softmax temperature over the image's class centres
-    init_weights: str | None = None      # warm start: a weights file for the ViT, or the whole net's state dict
+    init_weights: str | None = None      # warm start: a weights file for the ViT, the whole net's state dict, or a
+                                         # previous stage's run folder (its final checkpoint)
     epochs: int = 12
     batch_size: int = 64
     lr: float = 1e-3
@@ -409,9 +410,15 @@ def build(cfg: CaptionTagConfig) -> tuple[CaptionTagNet, CaptionTagImages]:
 
 def warm_start(net: CaptionTagNet, path: str | Path) -> None:
     """Load a weights file into ``net``: the ViT (an export, or any file ``read_weights_file`` takes) and, when
-    the file holds them (a state dict of a whole :class:`CaptionTagNet`), the two heads too. Read with the safe
-    loader; a file of another architecture is refused with the keys that do not fit."""
-    state = read_weights_file(path)          # strips "backbone." and the like
+    the file holds them (a state dict of a whole :class:`CaptionTagNet`, or a ``nbseg pretrain-tags`` run folder,
+    whose final checkpoint is read), the two heads too. Read with the safe loader; a file of another architecture is
+    refused with the keys that do not fit."""
+    if Path(path).is_dir():                  # a previous stage's run folder: its checkpoint's trainable state
+        from nbseg.train.checkpoint import load_checkpoint
+        state = load_checkpoint(path)["trainable"]
+        state = {k[len("backbone."):] if k.startswith("backbone.") else k: v for k, v in state.items()}
+    else:
+        state = read_weights_file(path)      # strips "backbone." and the like
     state = {k: v for k, v in state.items() if not k.startswith("teacher.")}   # a stage-4 net's EMA teacher
     heads = {k: v for k, v in state.items() if k.startswith(("cls_head.", "patch_head."))}
     load_state_into(net.backbone, {k: v for k, v in state.items() if k not in heads}, str(path))

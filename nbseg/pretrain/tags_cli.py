@@ -44,7 +44,7 @@ def curve_probe(n_val: int, n_train: int = 200):
     def measure(vit) -> dict:
         # a copy: Backbone freezes the module it wraps and hooks its last block
         backbone = Backbone(copy.deepcopy(vit), "curve", weights_path=None, weights_sha256="", random_init=False)
-        q = backbone_quality(backbone, train_full, val_voc, val_full, n_train=n_train, n_val=n_val, angles=False)
+        q = backbone_quality(backbone, train_full, val_voc, val_full, n_train=n_train, n_val=n_val)
         return {k: v for k, v in q.items() if isinstance(v, float)}
     return measure
 
