@@ -31,7 +31,10 @@ MEASURES = [("saliency_iou_dino60", "saliency IoU (head-mean CLS attention, 60% 
             ("per_image_inter_deg", "inter-class angle per image (deg)", ""),
             ("dataset_inter_deg", "inter-class angle over the dataset (deg)", "")]
 CURVE_COLUMNS = [("saliency_iou_dino60", "saliency"), ("kmeans_dataset_miou", "k-means mIoU"),
-                 ("linear_probe_pixel_acc", "probe acc"), ("linear_probe_miou", "probe mIoU")]
+                 ("linear_probe_pixel_acc", "probe acc"), ("linear_probe_miou", "probe mIoU"),
+                 # DCN's angles, per image / over the dataset (curves from 2026-11-29 on; blank before)
+                 ("per_image_inter_deg", "inter per image"), ("dataset_inter_deg", "inter dataset"),
+                 ("per_image_intra_deg", "intra per image"), ("dataset_intra_deg", "intra dataset")]
 
 
 def _fmt(v) -> str:
@@ -65,7 +68,9 @@ def stage_terms(cfg: dict) -> str:
             f"whole image (per-class standardised scores, `teacher_keep_fraction={cfg['teacher_keep_fraction']}` of "
             f"each class kept; `self_training_weight={cfg['self_training_weight']}`) and gives the attention its "
             f"thing-map target (`attention_target_smoothing={cfg['attention_target_smoothing']}`); "
-            "`nbseg/pretrain/tag_teacher.py`"])
+            "`nbseg/pretrain/tag_teacher.py`"] + (
+            [f"the within-image class separation term (`separation_weight={cfg['separation_weight']}`, T = "
+             f"{cfg.get('separation_temperature')})"] if float(cfg.get("separation_weight") or 0) > 0 else []))
     for key, name in (("mil_weight", "attention MIL"), ("attention_weight", "attention from the thing map"),
                       ("self_training_weight", "patch self-training")):
         if float(cfg.get(key) or 0) > 0:
@@ -114,7 +119,8 @@ def main(argv=None) -> int:
         lines += [f"  - trained in {len(stages)} stages, all `nbseg pretrain-tags` on the same data (objective and why: "
                   "`nbseg/pretrain/caption_tags.py`; image-level tags read from the caption nouns, the pixel labels "
                   "are never read); each stage after the first warm-starts from the previous one's ViT and tag heads "
-                  "(`init_weights`: the state dict of its final checkpoint):"]
+                  "(`init_weights`: the previous run folder's final checkpoint); `sh tools/train_embedded.sh` runs "
+                  "them all, resumably:"]
         steps = seconds = 0.0
         for i, stage in enumerate(stages, 1):
             c = yaml.safe_load((stage / "config.yaml").read_text())
@@ -165,7 +171,7 @@ def main(argv=None) -> int:
         lines += ["| reference (same 100 images) | " + " | ".join(c for _, c in CURVE_COLUMNS) + " |",
                   "|---|" + "---:|" * len(CURVE_COLUMNS)]
         for name, vals in base.items():
-            lines.append(f"| {name} | " + " | ".join(_fmt(vals[k]) for k, _ in CURVE_COLUMNS) + " |")
+            lines.append(f"| {name} | " + " | ".join(_fmt(vals[k]) if k in vals else "" for k, _ in CURVE_COLUMNS) + " |")
         lines.append("")
     for spec in args.curve:
         name, _, paths = spec.partition("=")
