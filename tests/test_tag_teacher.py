@@ -170,7 +170,7 @@ def test_separation_needs_the_teacher(caption_world):
     assert "separation_ce" in out and out["separation_ce"] >= 0
 
 
-def test_the_default_backbones_recipe_chains_its_six_stages_and_resumes(caption_world, tmp_path):
+def test_the_default_backbones_recipe_chains_its_six_stages(caption_world, tmp_path):
     """tools/train_embedded.sh, shrunk by EXTRA to two steps a stage on the tiny world: every stage trains,
     warm-starting from the run folder before it (the warm start itself: test_stage4_run_resumes_exactly...)."""
     import os
