@@ -5,7 +5,8 @@ Measures: saliency (head-mean CLS attention at 60% of its mass vs the thing fore
 rule and AlignSeg's variant), dataset-level k-means on patch tokens (K = 13 full classes, Hungarian, mIoU over
 present classes), a linear probe on frozen patch tokens (full labels), and DCN's per-image vs dataset angles.
 
-    python benchmarks/embedded_quality.py [--backbone embedded|embedded-ssl] [--weights FILE] [--json OUT.json]
+    python benchmarks/embedded_quality.py [--backbone embedded|embedded-ssl] [--weights FILE] [--data-root DIR]
+                                          [--json OUT.json]
 
 Defaults: the shipped default embedded backbone. The world (default arguments) is generated when absent.
 """
@@ -32,11 +33,13 @@ def main(argv=None) -> int:
     p.add_argument("--n-train", type=int, default=500, help="train images for the linear probe")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--skip-random", action="store_true", help="do not measure the random-init baseline")
+    p.add_argument("--data-root", default=None, help="another world root (e.g. `nbseg world DIR --size 192`; its "
+                                                    "train split feeds the probe); default: the default world")
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    val_voc = load_dataset("world", split="val", labels="voc")
-    val_full = load_dataset("world", split="val", labels="full")
-    train_full = load_dataset("world", split="train", labels="full")
+    val_voc = load_dataset("world", args.data_root, split="val", labels="voc")
+    val_full = load_dataset("world", args.data_root, split="val", labels="full")
+    train_full = load_dataset("world", args.data_root, split="train", labels="full")
     trained = load(args.arch, weights=args.weights) if args.weights else load(args.backbone)
     arch = args.arch if args.weights else EMBEDDED[args.backbone][0] if args.backbone in EMBEDDED else args.backbone
     rows = {"trained": {"backbone": trained.describe(),
