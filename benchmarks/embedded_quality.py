@@ -6,9 +6,11 @@ rule and AlignSeg's variant), dataset-level k-means on patch tokens (K = 13 full
 present classes), a linear probe on frozen patch tokens (full labels), and DCN's per-image vs dataset angles.
 
     python benchmarks/embedded_quality.py [--backbone embedded|embedded-ssl] [--weights FILE] [--data-root DIR]
-                                          [--json OUT.json]
+                                          [--world-size PX] [--json OUT.json]
 
-Defaults: the shipped default embedded backbone. The world (default arguments) is generated when absent.
+Defaults: the shipped default embedded backbone, on the world's probe render (``data/world_192px``: the scenes drawn
+at 192 px, where objects are 8-14 patches across; generated when absent). ``--world-size 96`` measures the training
+render (``data/world``) instead; ``benchmarks/angle_resolution.py`` shows why the angles need the larger render.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from _report import emit
 
 def main(argv=None) -> int:
     from nbseg.backbones import EMBEDDED, EMBEDDED_ARCH, load
-    from nbseg.data import load_dataset
+    from nbseg.probes.basics import open_dataset
     from nbseg.pretrain.quality import backbone_quality, bars_met, raw_colour_kmeans
     from nbseg.runs import environment_info
 
@@ -35,11 +37,13 @@ def main(argv=None) -> int:
     p.add_argument("--skip-random", action="store_true", help="do not measure the random-init baseline")
     p.add_argument("--data-root", default=None, help="another world root (e.g. `nbseg world DIR --size 192`; its "
                                                     "train split feeds the probe); default: the default world")
+    p.add_argument("--world-size", type=int, default=None,
+                   help="the default world's render in px (default: the probes' render, 192; 96: the training one)")
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    val_voc = load_dataset("world", args.data_root, split="val", labels="voc")
-    val_full = load_dataset("world", args.data_root, split="val", labels="full")
-    train_full = load_dataset("world", args.data_root, split="train", labels="full")
+    val_voc, val_full, train_full = (open_dataset("world", args.data_root, split, labels=labels,
+                                                  world_size=args.world_size)
+                                     for split, labels in (("val", "voc"), ("val", "full"), ("train", "full")))
     trained = load(args.arch, weights=args.weights) if args.weights else load(args.backbone)
     arch = args.arch if args.weights else EMBEDDED[args.backbone][0] if args.backbone in EMBEDDED else args.backbone
     rows = {"trained": {"backbone": trained.describe(),

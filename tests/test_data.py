@@ -165,6 +165,11 @@ def test_world_label_sets(world_root):
     assert len(load_dataset("world", world_root, "train")) == 4
 
 
+def _small_default_spec(size=None):
+    """Stands in for the 2,300-image default world at each render size."""
+    return nbseg.world.WorldSpec(n_train=1, n_val=2, size=size or nbseg.world.TRAIN_SIZE)
+
+
 def test_world_root_generation_only_for_the_default_root(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="nbseg world"):
         load_dataset("world", tmp_path / "typo")
@@ -172,17 +177,54 @@ def test_world_root_generation_only_for_the_default_root(tmp_path, monkeypatch):
 
     monkeypatch.setenv("NBSEG_DATA", str(tmp_path / "data"))
     generated = []
+    real_ensure = nbseg.world.ensure_world
 
-    def small_world(root, *args, **kwargs):      # stands in for the 2,300-image default world
-        generated.append(root)
-        return nbseg.world.write_world(root, nbseg.world.WorldSpec(n_train=1, n_val=2, size=16),
-                                       progress=False, workers=1)
+    def recording_ensure(root, spec, *args, **kwargs):
+        generated.append((root, spec.size))
+        return real_ensure(root, spec, progress=False)
 
-    monkeypatch.setattr(nbseg.world, "ensure_world", small_world)
+    monkeypatch.setattr(nbseg.world, "default_spec", _small_default_spec)
+    monkeypatch.setattr(nbseg.world, "ensure_world", recording_ensure)
     ds = load_dataset("world")
-    assert generated == [tmp_path / "data" / "world"] and ds.root == generated[0] and len(ds) == 2
+    assert generated == [(tmp_path / "data" / "world", 96)] and ds.root == generated[0][0] and len(ds) == 2
     load_dataset("world", tmp_path / "data" / "world", "train")
+    load_dataset("world", split="train")
     assert len(generated) == 1                    # complete now: not generated again
+
+    # A default root written with other arguments (an older format, another size) is regenerated in place.
+    stale = json.loads((tmp_path / "data" / "world" / "world.json").read_text())
+    stale["spec"]["version"] -= 1
+    (tmp_path / "data" / "world" / "world.json").write_text(json.dumps(stale))
+    assert load_dataset("world")[0].image.shape[-1] == 96 and len(generated) == 2
+
+
+def test_the_world_has_a_probe_render_beside_the_training_render(tmp_path, monkeypatch):
+    monkeypatch.setenv("NBSEG_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(nbseg.world, "default_spec", _small_default_spec)
+    train_render = load_dataset("world")                      # what every method's world config reads
+    probe_render = load_dataset("world", size=nbseg.world.PROBE_SIZE)
+    assert train_render.root == tmp_path / "data" / "world"
+    assert probe_render.root == tmp_path / "data" / "world_192px" == nbseg.world.default_root(192)
+    assert [train_render[i].id for i in range(2)] == [probe_render[i].id for i in range(2)]
+    assert train_render.class_names == probe_render.class_names
+    assert tuple(train_render[0].image.shape[-2:]) == (96, 96)
+    assert tuple(probe_render[0].image.shape[-2:]) == (192, 192)
+
+    # The probes read the larger render of the default world; the claims (compared with methods) the training one.
+    from nbseg.probes.basics import open_dataset
+    assert open_dataset("world").root == probe_render.root
+    assert open_dataset("world", world_size=96).root == train_render.root
+    assert open_dataset("world", str(train_render.root)).root == train_render.root    # a root's own render
+
+    # A given root must be the render asked for; the error names the fix.
+    with pytest.raises(DataError, match="rendered at 96 px, not the 192 px.*--size 192"):
+        load_dataset("world", train_render.root, size=192)
+
+    # `nbseg world --size S` without a folder writes that render's default root, never over the training render.
+    before = (train_render.root / "world.json").read_text()
+    assert nbseg.cli.main(["world", "--size", "48", "--train", "1", "--val", "1", "--workers", "1"]) == 0
+    assert (tmp_path / "data" / "world_48px" / "world.json").is_file()
+    assert (train_render.root / "world.json").read_text() == before
 
 
 # ----------------------------------------------------------------------------------------------------------

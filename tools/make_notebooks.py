@@ -61,7 +61,9 @@ DATASET = "world"           # world | voc | cocostuff27 | cityscapes27 | potsdam
 DATA_ROOT = None            # None: the embedded world (generated when absent)
 SPLIT = "val"
 LABELS = "voc"              # world only: voc (things + background) | full | coarse
-IMAGE_SIZE = None           # resize (short side) + centre crop for real data; None keeps the world's 96 px
+IMAGE_SIZE = None           # resize (short side) + centre crop for real data; None keeps the images' size
+WORLD_SIZE = None           # world only: render the scenes at this size; None: 192 px for the default world (96 is
+                            # the training render), a given DATA_ROOT's own size
 BACKBONE = "embedded"       # "embedded" or a timm name such as "vit_small_patch8_224.dino"
 WEIGHTS = None              # local weights file for a timm name (offline)
 RANDOM_INIT = False         # measure only the architecture at random init (a baseline, labelled so everywhere)
@@ -103,11 +105,13 @@ from nbseg.notebook_tools import describe_run, require_types
 require_types(globals(), SMOKE=bool, INTERACTIVE=bool, SEED=int, OUT_DIR=str, DATASET=str, SPLIT=str,
               LABELS=str, BACKBONE=str, RANDOM_INIT=bool, COMPARE_RANDOM_INIT=bool, K_PER_IMAGE=int,
               SALIENCY_FRACTION=float, N_SHOW=int, DATA_ROOT=(str, type(None)), WEIGHTS=(str, type(None)),
-              IMAGE_SIZE=(int, type(None)), K_DATASET=(int, type(None)), LIMIT=(int, type(None)))
+              IMAGE_SIZE=(int, type(None)), WORLD_SIZE=(int, type(None)), K_DATASET=(int, type(None)),
+              LIMIT=(int, type(None)))
 torch.manual_seed(SEED)
 out = Path(OUT_DIR); out.mkdir(parents=True, exist_ok=True)
 limit = 24 if SMOKE and LIMIT is None else LIMIT
-dataset = probes.open_dataset(DATASET, DATA_ROOT, SPLIT, labels=LABELS, image_size=IMAGE_SIZE)
+dataset = probes.open_dataset(DATASET, DATA_ROOT, SPLIT, labels=LABELS, image_size=IMAGE_SIZE,
+                              world_size=WORLD_SIZE)
 backbone = backbones.load(BACKBONE, WEIGHTS, random_init=RANDOM_INIT)
 feats = probes.extract_dataset(backbone, dataset, limit=limit)
 print(describe_run(backbone, dataset, n_images=len(feats.ids)))
@@ -125,7 +129,7 @@ if DATASET == "world" and not RANDOM_INIT:
     n_quality = 24 if SMOKE else 100
     quality = quality_table({"trained": backbone, "random init": backbones.load(BACKBONE, random_init=True,
                                                                                 seed=SEED)},
-                            root=DATA_ROOT, n_val=n_quality, n_train=16 if SMOKE else 200)
+                            root=DATA_ROOT, world_size=WORLD_SIZE, n_val=n_quality, n_train=16 if SMOKE else 200)
     quality.to_csv(out / "quality_table.csv", index=False)
     display(quality.set_index("features")[["saliency_iou_dino60", "kmeans_dataset_miou", "linear_probe_pixel_acc",
                                            "linear_probe_miou"]].round(3))
@@ -210,11 +214,13 @@ from nbseg.notebook_tools import describe_run, require_types, table_metrics
 
 require_types(globals(), SMOKE=bool, INTERACTIVE=bool, SEED=int, OUT_DIR=str, DATASET=str, SPLIT=str, LABELS=str,
               BACKBONE=str, RANDOM_INIT=bool, COMPARE_RANDOM_INIT=bool, N_SHOW=int, DATA_ROOT=(str, type(None)),
-              WEIGHTS=(str, type(None)), IMAGE_SIZE=(int, type(None)), LIMIT=(int, type(None)), {types.strip()})
+              WEIGHTS=(str, type(None)), IMAGE_SIZE=(int, type(None)), WORLD_SIZE=(int, type(None)),
+              LIMIT=(int, type(None)), {types.strip()})
 torch.manual_seed(SEED)
 out = Path(OUT_DIR); out.mkdir(parents=True, exist_ok=True)
 limit = 24 if SMOKE and LIMIT is None else LIMIT
-dataset = probes.open_dataset(DATASET, DATA_ROOT, SPLIT, labels=LABELS, image_size=IMAGE_SIZE)
+dataset = probes.open_dataset(DATASET, DATA_ROOT, SPLIT, labels=LABELS, image_size=IMAGE_SIZE,
+                              world_size=WORLD_SIZE)
 models = probes.probe_backbones(BACKBONE, WEIGHTS, random_init=RANDOM_INIT, compare_random_init=COMPARE_RANDOM_INIT,
                                 seed=SEED)                  # {{"trained": ..., "random_init": ...}}
 feats = {{role: probes.extract_dataset(bb, dataset, limit=limit) for role, bb in models.items()}}

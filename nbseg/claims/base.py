@@ -162,13 +162,15 @@ class ClaimContext:
 
     def features(self, split: str = "val", *, labels: str = "voc", limit: int | None = None):
         """Frozen features (:class:`nbseg.features.FeatureSet`) of the first ``limit`` images of the world's
-        ``split`` with the label set ``labels``, at the world's native size; extracted once per run and shared by
-        every claim that asks for the same ones. Returns (dataset, features)."""
+        ``split`` with the label set ``labels``, at the world's training render (96 px); extracted once per run and
+        shared by every claim that asks for the same ones. Returns (dataset, features)."""
         from nbseg.features import extract_dataset
         from nbseg.probes.basics import open_dataset
+        from nbseg.world import TRAIN_SIZE
 
         def compute():
-            dataset = open_dataset("world", self.data_root, split, labels=labels)
+            # the training render (96 px): the methods these features are compared with train and score there
+            dataset = open_dataset("world", self.data_root, split, labels=labels, world_size=TRAIN_SIZE)
             return dataset, extract_dataset(self.backbone(), dataset, limit=limit, progress=False)
 
         return self.memo(("features", split, labels, limit), compute)

@@ -11,6 +11,7 @@ Class names come from the root's ``classes.json``, so a root is self-describing.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import nbseg.world as world_gen
@@ -22,16 +23,18 @@ LABEL_SETS = ("voc", "full", "coarse")
 
 
 class WorldDataset(VOCDataset):
-    """The embedded world; ``root=None`` is :func:`nbseg.world.default_root`, generated on first use."""
+    """The embedded world; ``root=None`` is :func:`nbseg.world.default_root` of the render ``size`` (None: the
+    training render, 96 px), generated on first use. With a ``root`` given, ``size`` (when not None) must be the
+    size that root was rendered at."""
 
     name = "world"
     label_hint = "the world root is damaged or stale; regenerate it with `nbseg world DIR`"
 
     def __init__(self, root: str | Path | None = None, split: str = "val", transform: Transform | None = None, *,
-                 labels: str = "voc"):
+                 labels: str = "voc", size: int | None = None):
         if labels not in LABEL_SETS:
             raise DataError(f"unknown world label set {labels!r}. Fix: use labels= one of {list(LABEL_SETS)}.")
-        root = resolve_world_root(root)
+        root = resolve_world_root(root, size)
         table = read_class_table(root)
         if labels == "voc":
             names, label_dir, lut = table["voc"]["names"], "SegmentationClass", None
@@ -49,15 +52,32 @@ class WorldDataset(VOCDataset):
         return VOCDataset.splits(resolve_world_root(root))
 
 
-def resolve_world_root(root: str | Path | None) -> Path:
-    """The world root to read. The default root is generated when absent or incomplete (no ``world.json`` marker);
-    any other root must exist already, so a typo never silently renders thousands of images somewhere."""
-    default = world_gen.default_root()
-    root = Path(root) if root is not None else default
-    if root.resolve() == default.resolve() and not (root / "world.json").is_file():
-        world_gen.ensure_world(root)
-    return require_dir(root, "embedded world root", f"generate it with `nbseg world {root}`, or leave the root "
-                                                    f"unset (data_root=null) for the default world")
+def resolve_world_root(root: str | Path | None, size: int | None = None) -> Path:
+    """The world root to read. A default root (``root`` None: the render at ``size``) is generated when absent or
+    written with other arguments; any other root must exist already, so a typo never silently renders thousands of
+    images somewhere, and must have been rendered at ``size`` when that is given."""
+    if root is None:
+        root, spec = world_gen.default_root(size), world_gen.default_spec(size)
+        if _recorded_spec(root) != asdict(spec):
+            world_gen.ensure_world(root, spec)
+        return root
+    root = require_dir(Path(root), "embedded world root", f"generate it with `nbseg world {root}`, or leave the root "
+                                                          f"unset (data_root=null) for the default world")
+    recorded = _recorded_spec(root)
+    if size is not None and recorded is not None and recorded.get("size") != size:
+        raise DataError(f"the world at {root} was rendered at {recorded.get('size')} px, not the {size} px asked "
+                        f"for. Fix: ask for size {recorded.get('size')} (or None), or render the scenes at {size} px "
+                        f"with `nbseg world DIR --size {size}` and read that root.")
+    return root
+
+
+def _recorded_spec(root: Path) -> dict | None:
+    """The ``spec`` recorded in ``root/world.json``, or None when there is no readable marker."""
+    try:
+        spec = json.loads((root / "world.json").read_text()).get("spec")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return spec if isinstance(spec, dict) else None
 
 
 def read_class_table(root: Path) -> dict:

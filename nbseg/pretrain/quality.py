@@ -94,18 +94,18 @@ def bars_met(trained: dict, random_init: dict, raw_colour_miou: float) -> dict[s
     return out
 
 
-def quality_table(backbones: dict, *, root=None, n_val: int | None = None, n_train: int = 500,
-                  progress: bool = False):
+def quality_table(backbones: dict, *, root=None, world_size: int | None = None, n_val: int | None = None,
+                  n_train: int = 500, progress: bool = False):
     """One row per backbone ({label: Backbone}) with the measures of :func:`backbone_quality` on the world's val
-    split at ``root`` (default world when None), and a first row for raw-colour k-means: the table the quickstart
+    split at ``root`` (None: the default world's render ``world_size``, by default the probes' 192-px render; see
+    :func:`nbseg.probes.basics.open_dataset`), and a first row for raw-colour k-means: the table the quickstart
     prints beside its figures and the model card holds."""
     import pandas as pd
 
-    from nbseg.data import load_dataset
+    from nbseg.probes.basics import open_dataset
 
-    val_voc = load_dataset("world", root=root, split="val", labels="voc")
-    val_full = load_dataset("world", root=root, split="val", labels="full")
-    train_full = load_dataset("world", root=root, split="train", labels="full")
+    val_voc, val_full, train_full = (open_dataset("world", root, split, labels=labels, world_size=world_size)
+                                     for split, labels in (("val", "voc"), ("val", "full"), ("train", "full")))
     rows = [{"features": "raw RGB pixels (colour alone)",
              "kmeans_dataset_miou": raw_colour_kmeans(val_full, limit=n_val)["miou"]}]
     for label, backbone in backbones.items():

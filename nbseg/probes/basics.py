@@ -32,15 +32,21 @@ from nbseg.evaluation.metrics import confusion_matrix
 from nbseg.features.extract import FeatureSet, extract_dataset
 from nbseg.saliency import saliency as saliency_mask
 from nbseg.saliency import mask_iou, upsample_mask
+from nbseg.world import PROBE_SIZE
 
 
 def open_dataset(name: str, root: str | None = None, split: str = "val", *, labels: str = "voc",
-                 image_size: int | None = None):
+                 image_size: int | None = None, world_size: int | None = None):
     """The dataset a probe notebook reads: ``name`` at ``root`` (None: the embedded world), images resized (short
-    side) and centre-cropped to ``image_size`` when given (real datasets, whose images differ in size); ``labels``
-    picks the world's label set and is ignored for other datasets."""
+    side) and centre-cropped to ``image_size`` when given (real datasets, whose images differ in size).
+
+    World only: ``labels`` picks the label set; ``world_size`` the render (the world drawn at that size, not
+    resized). None reads the probes' render (:data:`nbseg.world.PROBE_SIZE`, 192 px) when ``root`` is None and the
+    root's own render otherwise. Both are ignored for other datasets."""
     transform = Compose([Resize(image_size), CenterCrop(image_size)]) if image_size else None
-    extra = {"labels": labels} if name == "world" else {}
+    extra = {}
+    if name == "world":
+        extra = {"labels": labels, "size": world_size if world_size or root is not None else PROBE_SIZE}
     return load_dataset(name, root=root, split=split, transform=transform, **extra)
 
 

@@ -31,6 +31,13 @@ Layout written under ``root``::
     captions.jsonl                    templated captions per image (synonyms, attributes), for PGSeg
     world.json                        the arguments that generated the root (used to detect stale roots)
 
+Two renders of the same world (one generator; objects are sized relative to the image, textures in pixels; scene
+``i`` differs in detail between them, since the noise textures draw per pixel): ``data/world`` at
+:data:`TRAIN_SIZE` (96 px), which the embedded backbone was trained on and every method's world config reads, and
+``data/world_192px`` at :data:`PROBE_SIZE`, which the quickstart, the probe notebooks and
+``benchmarks/embedded_quality.py`` look at the features with (objects twice as many patches across; see
+:mod:`.classes` for why). Each default root is generated on first use.
+
 Determinism: image ``index`` is rendered from ``numpy.random.default_rng([seed, index])`` alone. Train images
 have indices ``0 .. n_train-1`` and val images ``VAL_INDEX_OFFSET + 0 .. n_val-1``, so changing ``--train`` never
 changes the val split, and the same arguments give byte-identical files.
@@ -46,14 +53,15 @@ from pathlib import Path
 from nbseg.errors import ConfigError
 from nbseg.world.classes import (CLASS_COLOURS, COARSE_GROUPS, COLOUR_NAMES, PALETTE, STUFF_CLASSES, STUFF_HEIGHT,
                                  SYNONYMS, THING_CLASSES, THING_HEIGHT, TWO_PART_THINGS, VAL_INDEX_OFFSET,
-                                 WORLD_FORMAT_VERSION, Sample, WorldSpec, class_table)
+                                 WORLD_FORMAT_VERSION, PROBE_SIZE, TRAIN_SIZE, Sample, WorldSpec, class_table)
 from nbseg.world.rendering import THING_TEXTURE, render
-from nbseg.world.write import (damaged, default_root, ensure_world, image_id, is_complete, split_indices,
+from nbseg.world.write import (damaged, default_root, default_spec, ensure_world, image_id, is_complete, split_indices,
                                voc_palette, write_world)
 
 __all__ = ["CLASS_COLOURS", "COARSE_GROUPS", "COLOUR_NAMES", "PALETTE", "STUFF_CLASSES", "STUFF_HEIGHT", "SYNONYMS",
            "THING_CLASSES", "THING_HEIGHT", "THING_TEXTURE", "TWO_PART_THINGS", "VAL_INDEX_OFFSET",
-           "WORLD_FORMAT_VERSION", "Sample", "WorldSpec", "class_table", "render", "damaged", "default_root",
+           "WORLD_FORMAT_VERSION", "PROBE_SIZE", "TRAIN_SIZE", "Sample", "WorldSpec", "class_table", "render",
+           "damaged", "default_root", "default_spec",
            "ensure_world", "image_id", "is_complete", "split_indices", "voc_palette", "write_world",
            "register_cli"]
 
@@ -64,9 +72,12 @@ def register_cli(subparsers) -> None:
         description="Write the embedded synthetic world in the PASCAL VOC layout. Identical arguments give "
                     "byte-identical files; an existing complete root with the same arguments is left untouched.")
     p.add_argument("dir", nargs="?", default=None,
-                   help="output root (default: $NBSEG_DATA/world, else data/world in the checkout)")
+                   help="output root (default: the default root of --size: $NBSEG_DATA/world, else data/world in the "
+                        "checkout, at 96 px; world_<size>px beside it at any other size)")
     p.add_argument("--seed", type=int, default=0, help="world seed; image i is rendered from (seed, i) alone")
-    p.add_argument("--size", type=int, default=96, help="image side in pixels (a multiple of 8 suits patch-8 ViTs)")
+    p.add_argument("--size", type=int, default=TRAIN_SIZE,
+                   help=f"image side in pixels (a multiple of 8 suits patch-8 ViTs); the training render is "
+                        f"{TRAIN_SIZE}, the probes' render {PROBE_SIZE}")
     p.add_argument("--train", type=int, default=2000, help="number of train images")
     p.add_argument("--val", type=int, default=300, help="number of val images")
     p.add_argument("--colour-prior", type=float, default=WorldSpec.colour_prior,
@@ -88,7 +99,7 @@ def _cli(args) -> int:
     t0 = time.perf_counter()
     spec = WorldSpec(seed=args.seed, size=args.size, n_train=args.train, n_val=args.val,
                      colour_prior=args.colour_prior, layout_prior=args.layout_prior)
-    root = Path(args.dir) if args.dir is not None else default_root()
+    root = Path(args.dir) if args.dir is not None else default_root(args.size)
     bad = damaged(root, spec, checksums=True)   # the explicit command checks every byte it keeps
     root = write_world(root, spec, workers=args.workers, checksums=True)
     done = (f"{len(bad)} damaged file(s) regenerated ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})"

@@ -8,6 +8,17 @@ import numpy as np
 
 VAL_INDEX_OFFSET = 1_000_000
 WORLD_FORMAT_VERSION = 2   # 2: colour priors, coarser textures, layout (world v2)
+# The world is rendered at two sizes: the same generator, classes, priors and texture periods (in pixels), with
+# objects sized relative to the image, so twice as many patches across at twice the size. (Scene i differs in detail
+# between the two, since the noise textures draw one random number per pixel.)
+# TRAIN_SIZE (96 px, a 12 x 12 grid for a ViT/8) is what the embedded backbone was trained on and what every method's
+# world config trains and evaluates at: CPU-cheap, like DINO's 224-px crops. PROBE_SIZE (192 px, 24 x 24) is what
+# the quickstart, the probe notebooks 01-05 and benchmarks/embedded_quality.py look at the features with, as DINO's
+# features are looked at on ~500-px VOC images: at 96 px the world's objects are 4-7 patches across and 45% of the
+# (patch, class) rows straddle a class boundary, which blurs one image's class centres together
+# (benchmarks/angle_resolution.py).
+TRAIN_SIZE = 96
+PROBE_SIZE = 192
 
 THING_CLASSES = ["ball", "box", "kite", "star", "cross", "ring", "mushroom", "house"]
 STUFF_CLASSES = ["sky", "grass", "water", "brick", "sand"]
@@ -64,7 +75,7 @@ class WorldSpec:
     """The arguments that fully determine a world root."""
 
     seed: int = 0
-    size: int = 96
+    size: int = TRAIN_SIZE
     n_train: int = 2000
     n_val: int = 300
     colour_prior: float = 0.6     # probability that a region takes one of its class's preferred colours

@@ -13,7 +13,7 @@ from PIL import Image
 
 from nbseg.io import atomic_write_bytes, atomic_write_text, png_bytes
 from nbseg.progress import tqdm
-from nbseg.world.classes import VAL_INDEX_OFFSET, WorldSpec, class_table
+from nbseg.world.classes import TRAIN_SIZE, VAL_INDEX_OFFSET, WorldSpec, class_table
 from nbseg.world.files import all_files, damaged_files, file_record, image_index
 from nbseg.world.rendering import render
 
@@ -68,13 +68,18 @@ def _palette_image(label: np.ndarray, pal: list[int]) -> Image.Image:
     return im
 
 
-def default_root() -> Path:
-    """``$NBSEG_DATA/world`` if set, else ``data/world`` next to the package's repository checkout."""
+def default_root(size: int | None = None) -> Path:
+    """The default root of the world rendered at ``size`` px (None: :data:`TRAIN_SIZE`): ``<base>/world`` at the
+    training size, ``<base>/world_<size>px`` at any other, where ``<base>`` is ``$NBSEG_DATA`` if set, else ``data``
+    next to the package's repository checkout."""
     base = os.environ.get("NBSEG_DATA")
-    if base:
-        return Path(base) / "world"
-    repo = Path(__file__).resolve().parents[2]       # nbseg/world/write.py -> the checkout
-    return repo / "data" / "world"
+    base = Path(base) if base else Path(__file__).resolve().parents[2] / "data"   # nbseg/world/write.py -> checkout
+    return base / ("world" if size in (None, TRAIN_SIZE) else f"world_{int(size)}px")
+
+
+def default_spec(size: int | None = None) -> WorldSpec:
+    """The spec of the default root at ``size`` px: :class:`WorldSpec`'s defaults with that size."""
+    return WorldSpec() if size in (None, TRAIN_SIZE) else WorldSpec(size=int(size))
 
 
 def _read_marker(root: Path) -> dict | None:
