@@ -1,14 +1,16 @@
 """DCN's angle pattern against the size of objects in patches: the same backbone's per-image and dataset angles
-(:func:`nbseg.angles.angle_study`, full labels) on the default world's val split and on the same val images rendered
-at a larger size, each with every pixel (DCN's definition) and with "pure" patches only (one class covers >= 95% of
-the patch).
+(:func:`nbseg.angles.angle_study`, full labels) on the training render's val split (96 px) and on the val split of
+the same world drawn at larger sizes, each with every pixel (DCN's definition) and with "pure" patches only (one
+class covers >= 95% of the patch). (Scene i differs in detail between renders: the noise textures draw one random
+number per pixel.)
 
 Why: a patch that straddles two classes gives one embedding to both of their centres, which pulls *one image's*
 centres together, while over the dataset those contaminations come from many different neighbours. The world's
 objects are 4-7 patches across at 96 px, so about 45% of the (patch, class) rows straddle a boundary; DINO ViT-S/8
 sees PASCAL VOC at its native ~500 px, where objects span tens of patches. The world's textures have periods in
 pixels and its objects sizes relative to the image, so a larger render keeps the texture scale the backbone was
-trained on and makes the objects larger in patches, like a real image at a higher resolution.
+trained on and makes the objects larger in patches, like a real image at a higher resolution. This measurement is
+why the probes read the world drawn at 192 px (``nbseg.world.PROBE_SIZE``).
 
     python benchmarks/angle_resolution.py [--weights FILE] [--sizes 192] [--json OUT.json]
 

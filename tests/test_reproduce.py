@@ -64,6 +64,26 @@ def plan_of(notebooks, **parameters):
 # the plan (no kernel)
 
 
+def test_the_world_unit_writes_both_renders_and_is_redone_when_one_is_gone(tmp_path, monkeypatch):
+    import shutil
+
+    import nbseg.world
+    from nbseg.reproduce.run import outputs_present, unit_dir
+    from nbseg.reproduce.unit import KINDS
+
+    monkeypatch.setenv("NBSEG_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(nbseg.world, "default_spec",      # stands in for the 2,300-image renders
+                        lambda size=None: nbseg.world.WorldSpec(n_train=1, n_val=1, size=size or 96))
+    unit = build_plan("smoke", ["01"]).unit("world")
+    work = unit_dir(tmp_path / "out", unit)
+    work.mkdir(parents=True)
+    assert KINDS["world"]({}, work) == {"status": "ok"}
+    assert outputs_present(tmp_path / "out", unit)
+    assert (tmp_path / "data" / "world" / "world.json").is_file()
+    shutil.rmtree(tmp_path / "data" / "world_192px")        # the probe notebooks' render
+    assert not outputs_present(tmp_path / "out", unit)
+
+
 def test_plan_checks_parameters_before_anything_runs(notebooks):
     plan = plan_of(notebooks)
     assert [u.name for u in plan.units] == ["00_alpha", "01_beta"] and plan.unit("01_beta").deps == ()

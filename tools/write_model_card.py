@@ -87,6 +87,9 @@ def main(argv=None) -> int:
                         "first stage first")
     p.add_argument("--quality", required=True)
     p.add_argument("--ssl-quality", required=True)
+    p.add_argument("--train-render-quality", nargs=2, metavar=("EMBEDDED.json", "SSL.json"), default=None,
+                   help="the same benchmark on the world's 96-px training render (`--world-size 96`), for a "
+                        "second table")
     p.add_argument("--curve", action="append", default=[], help="NAME=CSV[:LOG.csv] (a learning curve)")
     p.add_argument("--baselines", default=None, help="curve-probe values of the random-init baselines (JSON)")
     p.add_argument("--notes", default=None, help="markdown appended to the card")
@@ -150,6 +153,10 @@ def main(argv=None) -> int:
         "",
         "## Quality on world v2's val split (`python benchmarks/embedded_quality.py [--backbone embedded-ssl]`)",
         "",
+        "Measured on the world's **probe render** (`data/world_192px`: the world drawn at 192 px, 24 x 24 patches, "
+        "objects 8-14 patches across; what the quickstart and the probe notebooks read), as DINO's features are "
+        "looked at on ~500-px VOC images although DINO trained on 224-px crops. The training render follows.",
+        "",
         f"{q['dataset']}; linear probe on {trained['n_train_probe']} train images (logistic regression on frozen, "
         f"standardised patch tokens); raw-colour k-means mIoU {q['raw_colour_kmeans']['miou']:.3f}. "
         "Random init = the same architecture, untrained (the conv-stem ViT for `embedded`, the plain ViT for "
@@ -163,6 +170,19 @@ def main(argv=None) -> int:
                      f"{_fmt(ssl_rand[key])} | {bar} |")
     lines += ["", "Bars (issue: a world that features can learn from): "
               + "; ".join(f"{k}: {'met' if v else '**not met**'}" for k, v in q["bars"].items()), ""]
+    if args.train_render_quality:
+        q96, ssl96 = (json.loads(Path(f).read_text()) for f in args.train_render_quality)
+        t96, r96 = q96["results"]["trained"], q96["results"]["random_init"]
+        s96, sr96 = ssl96["results"]["trained"], ssl96["results"]["random_init"]
+        lines += [f"The same on the world's **training render** (96 px, 12 x 12 patches; `--world-size 96`: what the "
+                  f"backbones were trained on and every method's world config reads): {q96['dataset']}; raw-colour "
+                  f"k-means mIoU {q96['raw_colour_kmeans']['miou']:.3f}.", "",
+                  "| measure | embedded | random init | embedded-ssl | random init (plain ViT) |",
+                  "|---|---:|---:|---:|---:|"]
+        for key, name, _ in MEASURES:
+            lines.append(f"| {name} | {_fmt(t96[key])} | {_fmt(r96[key])} | {_fmt(s96[key])} | {_fmt(sr96[key])} |")
+        lines += ["", "Bars on the training render: "
+                  + "; ".join(f"{k}: {'met' if v else '**not met**'}" for k, v in q96["bars"].items()), ""]
     lines += ["## Learning curves", "",
               "Quality measured during training on the first 100 val images (linear probe on 200 train images), so "
               "the values differ slightly from the full benchmark above.", ""]

@@ -134,15 +134,16 @@ def weights_identity(backbone: str, weights: str | None) -> str:
 
 
 def dataset_identity(dataset: str, data_root: str | None) -> str:
-    """The default world: its root and generator spec (``nbseg world`` guarantees the files match it). A given
+    """The default world (both renders): their roots and generator specs (``nbseg world`` guarantees the files match it). A given
     root: its path and the sha256 of its split lists / world marker (which change when the data does)."""
-    from nbseg.world import default_root
-    from nbseg.world.write import WorldSpec
+    from nbseg.world import PROBE_SIZE, default_root, default_spec
 
     if data_root is None:
         if dataset not in (WORLD, None):
             raise ConfigError(f"DATASET={dataset!r} needs its folder: pass -p DATA_ROOT=PATH")
-        return f"world at {default_root()} {json.dumps(dataclasses.asdict(WorldSpec()), sort_keys=True)}"
+        return " and ".join(f"world at {default_root(size)} "
+                            f"{json.dumps(dataclasses.asdict(default_spec(size)), sort_keys=True)}"
+                            for size in (None, PROBE_SIZE))
     root = Path(data_root)
     if not root.is_dir():
         raise ConfigError(f"DATA_ROOT={data_root!r} is not a folder; pass -p DATA_ROOT=PATH of the dataset root")

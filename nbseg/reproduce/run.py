@@ -98,14 +98,14 @@ def outputs_present(out: Path, unit: Unit) -> bool:
         return (folder / get_method(unit.source).ablation_table).is_file()
     if unit.kind == "claims":
         return (folder / "claims.csv").is_file()
-    from nbseg.world import is_complete
-    from nbseg.world.write import WorldSpec
+    from nbseg.world import PROBE_SIZE, default_spec, is_complete
 
     try:
-        root = json.loads((folder / "world.json").read_text())["root"]
-    except (OSError, ValueError, KeyError):
+        info = json.loads((folder / "world.json").read_text())
+        roots = {None: info["root"], PROBE_SIZE: info["probe_root"]}
+    except (OSError, ValueError, KeyError, TypeError):
         return False
-    return is_complete(Path(root), WorldSpec())
+    return all(is_complete(Path(root), default_spec(size)) for size, root in roots.items())
 
 
 def up_to_date(out: Path, unit: Unit) -> bool:

@@ -73,10 +73,13 @@ def _claims(task: dict, work: Path) -> dict:
 
 
 def _world(task: dict, work: Path) -> dict:
-    from nbseg.world import ensure_world
+    """Both renders of the default world (the training one, and the probes' one the probe notebooks read), so that
+    parallel units never write either at once."""
+    from nbseg.world import PROBE_SIZE, default_root, default_spec, ensure_world
 
-    root = ensure_world(None, progress=False)
-    atomic_write_json(work / "world.json", {"root": str(root)})
+    root, probe_root = (ensure_world(default_root(size), default_spec(size), progress=False)
+                        for size in (None, PROBE_SIZE))
+    atomic_write_json(work / "world.json", {"root": str(root), "probe_root": str(probe_root)})
     return {"status": "ok"}
 
 
