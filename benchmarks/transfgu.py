@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -125,7 +126,11 @@ def main(argv=None) -> int:
     p.add_argument("--overcluster", type=int, nargs="+", default=[13, 20, 26], help="K for over-clustering")
     p.add_argument("--val-limit", type=int, default=VAL_LIMIT)
     p.add_argument("overrides", nargs="*", help="TransFGUConfig key=value overrides (after the budget)")
-    args = p.parse_args(argv)
+    # key=value words are taken out first, so that a list option before them (--seeds 0 1 lr=1e-3) cannot swallow them
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = p.parse_args([a for a in argv if a not in overrides])
+    args.overrides = overrides
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(args.out)
     spec = get_method("transfgu")
