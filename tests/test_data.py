@@ -216,6 +216,8 @@ def test_the_world_has_a_probe_render_beside_the_training_render(tmp_path, monke
     assert open_dataset("world", world_size=96).root == train_render.root
     assert open_dataset("world", str(train_render.root)).root == train_render.root    # a root's own render
 
+    with pytest.raises(DataError, match="at least 16 px"):
+        load_dataset("world", size=8)
     # A given root must be the render asked for; the error names the fix.
     with pytest.raises(DataError, match="rendered at 96 px, not the 192 px.*--size 192"):
         load_dataset("world", train_render.root, size=192)

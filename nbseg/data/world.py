@@ -56,6 +56,9 @@ def resolve_world_root(root: str | Path | None, size: int | None = None) -> Path
     """The world root to read. A default root (``root`` None: the render at ``size``) is generated when absent or
     written with other arguments; any other root must exist already, so a typo never silently renders thousands of
     images somewhere, and must have been rendered at ``size`` when that is given."""
+    if size is not None and (not isinstance(size, int) or size < 16):
+        raise DataError(f"a world render needs a size of at least 16 px (a multiple of 8 suits patch-8 ViTs), not "
+                        f"{size!r}. Fix: pass size=None for the training render or e.g. size=192.")
     if root is None:
         root, spec = world_gen.default_root(size), world_gen.default_spec(size)
         if _recorded_spec(root) != asdict(spec):

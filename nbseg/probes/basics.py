@@ -46,7 +46,8 @@ def open_dataset(name: str, root: str | None = None, split: str = "val", *, labe
     transform = Compose([Resize(image_size), CenterCrop(image_size)]) if image_size else None
     extra = {}
     if name == "world":
-        extra = {"labels": labels, "size": world_size if world_size or root is not None else PROBE_SIZE}
+        default_render = world_size is None and root is None
+        extra = {"labels": labels, "size": PROBE_SIZE if default_render else world_size}
     return load_dataset(name, root=root, split=split, transform=transform, **extra)
 
 
