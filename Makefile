@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 quickstart: $(STAMP)
-	$(BIN)/nbseg world
+	$(BIN)/nbseg world --size 192
 	$(BIN)/nbseg notebooks run 00_quickstart --profile full
 
 test: $(STAMP)
@@ -34,6 +34,7 @@ notebooks: $(STAMP)
 
 world: $(STAMP)
 	$(BIN)/nbseg world
+	$(BIN)/nbseg world --size 192
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/extract_speed.py

@@ -128,9 +128,11 @@ def main(argv=None) -> int:
     p.add_argument("overrides", nargs="*", help="TransFGUConfig key=value overrides (after the budget)")
     # key=value words are taken out first, so that a list option before them (--seeds 0 1 lr=1e-3) cannot swallow them
     argv = list(sys.argv[1:] if argv is None else argv)
-    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
-    args = p.parse_args([a for a in argv if a not in overrides])
-    args.overrides = overrides
+    valued = {"--backbone", "--weights", "--out", "--val-limit"}          # options whose next word is their value
+    is_override = [("=" in a and not a.startswith("-") and (i == 0 or argv[i - 1] not in valued))
+                   for i, a in enumerate(argv)]
+    args = p.parse_args([a for a, o in zip(argv, is_override) if not o])
+    args.overrides = [a for a, o in zip(argv, is_override) if o]
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(args.out)
     spec = get_method("transfgu")

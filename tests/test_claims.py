@@ -177,3 +177,18 @@ def test_smoke_profile_end_to_end_and_cached_rerun(tiny_world, tmp_path):
     _, stats = run_claims(out, profile="smoke", seeds=2, data_root=str(tiny_world), progress=False)   # all cached
     assert stats["measured"] == 0 and stats["cached"] == len(results) == 2 * len(table)
     assert [p.stat().st_mtime_ns for p in results] == stamps and (out / CLAIMS_CSV).read_text() == csv
+
+
+def test_claim_features_read_a_given_root_at_its_own_render_and_the_default_world_at_96_px(tmp_path, monkeypatch):
+    import nbseg.world
+    from nbseg.claims import ClaimContext
+
+    small = write_world(tmp_path / "w48", WorldSpec(size=48, n_train=1, n_val=2), workers=1, progress=False)
+    dataset, feats = ClaimContext(tmp_path / "c", data_root=str(small)).features("val", limit=1)
+    assert tuple(dataset[0].image.shape[-2:]) == (48, 48) and tuple(feats.patches.shape[1:3]) == (6, 6)
+
+    monkeypatch.setenv("NBSEG_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(nbseg.world, "default_spec",       # stands in for the 2,300-image default world
+                        lambda size=None: WorldSpec(n_train=1, n_val=1, size=size or 96))
+    dataset, _ = ClaimContext(tmp_path / "c2").features("val", limit=1)
+    assert dataset.root == tmp_path / "data" / "world" and "96 px" in dataset.describe()

@@ -144,7 +144,7 @@ def test_world_label_sets(world_root):
     voc = load_dataset("world", world_root, "val", labels="voc")
     full = load_dataset("world", world_root, "val", labels="full")
     coarse = load_dataset("world", world_root, "val", labels="coarse")
-    assert voc.describe() == "world/val (voc labels, 3 images)"
+    assert voc.describe() == "world/val (voc labels, 32 px, 3 images)"
     assert voc.class_names == table["voc"]["names"] and voc.num_classes == 9
     assert full.class_names == table["full"]["names"] and full.num_classes == 13
     assert coarse.class_names == table["coarse"]["names"]
@@ -191,11 +191,18 @@ def test_world_root_generation_only_for_the_default_root(tmp_path, monkeypatch):
     load_dataset("world", split="train")
     assert len(generated) == 1                    # complete now: not generated again
 
-    # A default root written with other arguments (an older format, another size) is regenerated in place.
-    stale = json.loads((tmp_path / "data" / "world" / "world.json").read_text())
+    # A default root of an older format version is regenerated in place; one of another size is never overwritten.
+    marker = tmp_path / "data" / "world" / "world.json"
+    stale = json.loads(marker.read_text())
     stale["spec"]["version"] -= 1
-    (tmp_path / "data" / "world" / "world.json").write_text(json.dumps(stale))
+    marker.write_text(json.dumps(stale))
     assert load_dataset("world")[0].image.shape[-1] == 96 and len(generated) == 2
+    other = json.loads(marker.read_text())
+    other["spec"]["size"] = 192
+    marker.write_text(json.dumps(other))
+    with pytest.raises(DataError, match="holds a 192-px render, not the 96-px one.*move it elsewhere"):
+        load_dataset("world")
+    assert json.loads(marker.read_text()) == other and len(generated) == 2
 
 
 def test_the_world_has_a_probe_render_beside_the_training_render(tmp_path, monkeypatch):
@@ -209,6 +216,8 @@ def test_the_world_has_a_probe_render_beside_the_training_render(tmp_path, monke
     assert train_render.class_names == probe_render.class_names
     assert tuple(train_render[0].image.shape[-2:]) == (96, 96)
     assert tuple(probe_render[0].image.shape[-2:]) == (192, 192)
+    assert train_render.describe() == "world/val (voc labels, 96 px, 2 images)"      # titles say which render
+    assert probe_render.describe() == "world/val (voc labels, 192 px, 2 images)"
 
     # The probes read the larger render of the default world; the claims (compared with methods) the training one.
     from nbseg.probes.basics import open_dataset
@@ -486,8 +495,8 @@ def cli_main(monkeypatch):
 def test_cli_data_check_world(world_root, cli_main, capsys):
     assert cli_main(["data", "check", "world", str(world_root)]) == 0
     out = capsys.readouterr().out
-    assert "world/train (voc labels, 4 images): 4 images checked" in out
-    assert "world/val (voc labels, 3 images): 3 images checked" in out
+    assert "world/train (voc labels, 32 px, 4 images): 4 images checked" in out
+    assert "world/val (voc labels, 32 px, 3 images): 3 images checked" in out
     ds = load_dataset("world", world_root, "val")
     background = int(sum(int((ds[i].label == 0).sum()) for i in range(3)))
     val_block = out.split("world/val")[1]
@@ -496,7 +505,7 @@ def test_cli_data_check_world(world_root, cli_main, capsys):
     assert cli_main(["data", "check", "world", str(world_root), "--split", "val", "--labels", "full",
                      "--limit", "2"]) == 0
     out = capsys.readouterr().out
-    assert "world/val (full labels, 3 images): 2 images checked" in out and "world/train" not in out
+    assert "world/val (full labels, 32 px, 3 images): 2 images checked" in out and "world/train" not in out
     ignore_row = next(line for line in out.splitlines() if "(ignore)" in line)
     assert ignore_row.split()[2] == "0"
 

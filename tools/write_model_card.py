@@ -1,7 +1,7 @@
 """Write nbseg/assets/EMBEDDED_MODEL_CARD.md: the two shipped backbones, their quality beside random init and raw
 colour with the bars, and the learning curves of the runs behind them.
 
-    python tools/write_model_card.py --tags-run RUN_DIR --quality QUALITY.json --ssl-quality SSL.json \
+    python tools/write_model_card.py --tags-run RUN_DIR --render 192 --quality QUALITY.json --ssl-quality SSL.json \
         [--curve NAME=CSV ...] [--baselines CURVE_BASELINES.json] [--notes NOTES.md]
 
 QUALITY.json / SSL.json: `benchmarks/embedded_quality.py --json` for the default and the self-supervised backbone.
@@ -18,6 +18,7 @@ import yaml
 
 from nbseg.backbones import EMBEDDED, EMBEDDED_SSL_WEIGHTS, EMBEDDED_WEIGHTS
 from nbseg.io import atomic_write_text, sha256_file
+from nbseg.world import PROBE_SIZE
 
 MEASURES = [("saliency_iou_dino60", "saliency IoU (head-mean CLS attention, 60% mass)", ">= 0.45"),
             ("linear_probe_pixel_acc", "linear probe pixel accuracy, full labels", ">= 0.80 and >= random + 0.15"),
@@ -87,6 +88,8 @@ def main(argv=None) -> int:
                         "first stage first")
     p.add_argument("--quality", required=True)
     p.add_argument("--ssl-quality", required=True)
+    p.add_argument("--render", type=int, required=True,
+                   help="the world render (px) --quality and --ssl-quality were measured on (192: the probe render)")
     p.add_argument("--train-render-quality", nargs=2, metavar=("EMBEDDED.json", "SSL.json"), default=None,
                    help="the same benchmark on the world's 96-px training render (`--world-size 96`), for a "
                         "second table")
@@ -153,9 +156,11 @@ def main(argv=None) -> int:
         "",
         "## Quality on world v2's val split (`python benchmarks/embedded_quality.py [--backbone embedded-ssl]`)",
         "",
-        "Measured on the world's **probe render** (`data/world_192px`: the world drawn at 192 px, 24 x 24 patches, "
-        "objects 8-14 patches across; what the quickstart and the probe notebooks read), as DINO's features are "
-        "looked at on ~500-px VOC images although DINO trained on 224-px crops. The training render follows.",
+        (f"Measured on the world's **probe render** (`data/world_192px`: the world drawn at {PROBE_SIZE} px, 24 x 24 "
+         "patches, objects 8-14 patches across; what the quickstart and the probe notebooks read), as DINO's "
+         "features are looked at on ~500-px VOC images although DINO trained on 224-px crops."
+         if args.render == PROBE_SIZE else f"Measured on the world drawn at {args.render} px.")
+        + (" The training render follows." if args.train_render_quality else ""),
         "",
         f"{q['dataset']}; linear probe on {trained['n_train_probe']} train images (logistic regression on frozen, "
         f"standardised patch tokens); raw-colour k-means mIoU {q['raw_colour_kmeans']['miou']:.3f}. "
@@ -184,8 +189,8 @@ def main(argv=None) -> int:
         lines += ["", "Bars on the training render: "
                   + "; ".join(f"{k}: {'met' if v else '**not met**'}" for k, v in q96["bars"].items()), ""]
     lines += ["## Learning curves", "",
-              "Quality measured during training on the first 100 val images (linear probe on 200 train images), so "
-              "the values differ slightly from the full benchmark above.", ""]
+              "Quality measured during training on the first 100 val images of the 96-px training render (linear "
+              "probe on 200 train images), so compare the values with the training render's table above.", ""]
     if args.baselines:
         base = json.loads(Path(args.baselines).read_text())
         lines += ["| reference (same 100 images) | " + " | ".join(c for _, c in CURVE_COLUMNS) + " |",

@@ -162,15 +162,17 @@ class ClaimContext:
 
     def features(self, split: str = "val", *, labels: str = "voc", limit: int | None = None):
         """Frozen features (:class:`nbseg.features.FeatureSet`) of the first ``limit`` images of the world's
-        ``split`` with the label set ``labels``, at the world's training render (96 px); extracted once per run and
-        shared by every claim that asks for the same ones. Returns (dataset, features)."""
+        ``split`` with the label set ``labels``, at the default world's training render (96 px) or a given root's
+        own; extracted once per run and shared by every claim that asks for the same ones. Returns (dataset, features)."""
         from nbseg.features import extract_dataset
         from nbseg.probes.basics import open_dataset
         from nbseg.world import TRAIN_SIZE
 
         def compute():
-            # the training render (96 px): the methods these features are compared with train and score there
-            dataset = open_dataset("world", self.data_root, split, labels=labels, world_size=TRAIN_SIZE)
+            # the default world's training render (96 px): the methods these features are compared with train and
+            # score there; a given root is read as it was rendered
+            size = None if self.data_root is not None else TRAIN_SIZE
+            dataset = open_dataset("world", self.data_root, split, labels=labels, world_size=size)
             return dataset, extract_dataset(self.backbone(), dataset, limit=limit, progress=False)
 
         return self.memo(("features", split, labels, limit), compute)

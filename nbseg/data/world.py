@@ -11,7 +11,6 @@ Class names come from the root's ``classes.json``, so a root is self-describing.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import nbseg.world as world_gen
@@ -44,8 +43,9 @@ class WorldDataset(VOCDataset):
             names, label_dir = table["coarse"]["names"], "SegmentationClassFull"
             lut = label_lut(table["coarse"]["full_to_coarse"])
         self.labels = labels
+        render = (_recorded_spec(root) or {}).get("size")     # every title and metrics.json says which render
         super().__init__(root, split, transform, label_dir=label_dir, class_names=names, label_lut=lut,
-                         label_set=f"{labels} labels")
+                         label_set=f"{labels} labels" + (f", {render} px" if render else ""))
 
     @classmethod
     def splits(cls, root: str | Path | None) -> list[str]:
@@ -53,16 +53,23 @@ class WorldDataset(VOCDataset):
 
 
 def resolve_world_root(root: str | Path | None, size: int | None = None) -> Path:
-    """The world root to read. A default root (``root`` None: the render at ``size``) is generated when absent or
-    written with other arguments; any other root must exist already, so a typo never silently renders thousands of
-    images somewhere, and must have been rendered at ``size`` when that is given."""
+    """The world root to read. A default root (``root`` None: the render at ``size``) is generated when absent,
+    unfinished or of an older format version; one written by ``nbseg world`` with other counts or priors is read as
+    it is, and one of another size is an error (never overwritten). Any other root must exist already, so a typo
+    never silently renders thousands of images somewhere, and must have been rendered at ``size`` when that is
+    given."""
     if size is not None and (not isinstance(size, int) or size < 16):
         raise DataError(f"a world render needs a size of at least 16 px (a multiple of 8 suits patch-8 ViTs), not "
                         f"{size!r}. Fix: pass size=None for the training render or e.g. size=192.")
     if root is None:
         root, spec = world_gen.default_root(size), world_gen.default_spec(size)
-        if _recorded_spec(root) != asdict(spec):
+        recorded = _recorded_spec(root)
+        if recorded is None or recorded.get("version") != spec.version:     # absent, unfinished or stale format
             world_gen.ensure_world(root, spec)
+        elif recorded.get("size") != spec.size:
+            raise DataError(f"the default world root {root} holds a {recorded.get('size')}-px render, not the "
+                            f"{spec.size}-px one it is the place of. Fix: move it elsewhere (and pass that folder as "
+                            f"the root) or delete it; it is generated again on first use.")
         return root
     root = require_dir(Path(root), "embedded world root", f"generate it with `nbseg world {root}`, or leave the root "
                                                           f"unset (data_root=null) for the default world")
