@@ -75,13 +75,17 @@ def test_the_world_unit_writes_both_renders_and_is_redone_when_one_is_gone(tmp_p
     monkeypatch.setattr(nbseg.world, "default_spec",      # stands in for the 2,300-image renders
                         lambda size=None: nbseg.world.WorldSpec(n_train=1, n_val=1, size=size or 96))
     unit = build_plan("smoke", ["01"]).unit("world")
+    assert unit.parameters == {"sizes": [96, 192]}           # a probe notebook reads the probe render
     work = unit_dir(tmp_path / "out", unit)
     work.mkdir(parents=True)
-    assert KINDS["world"]({}, work) == {"status": "ok"}
+    assert KINDS["world"]({"parameters": unit.parameters}, work) == {"status": "ok"}
     assert outputs_present(tmp_path / "out", unit)
     assert (tmp_path / "data" / "world" / "world.json").is_file()
     shutil.rmtree(tmp_path / "data" / "world_192px")        # the probe notebooks' render
     assert not outputs_present(tmp_path / "out", unit)
+    # Units that read only the training render (methods, claims, a probe notebook told WORLD_SIZE=96) need no more.
+    assert build_plan("smoke", ["ablate-dcn", "claims"]).unit("world").parameters == {"sizes": [96]}
+    assert build_plan("smoke", ["01"], {"WORLD_SIZE": 96}).unit("world").parameters == {"sizes": [96]}
 
 
 def test_plan_checks_parameters_before_anything_runs(notebooks):

@@ -261,6 +261,9 @@ def build_plan(profile: str = "smoke", only: list[str] | None = None, parameters
     units: list[Unit] = []
     needs_world = data_root is None
     deps = (WORLD,) if needs_world else ()
+    from nbseg.world import PROBE_SIZE, TRAIN_SIZE
+
+    renders = {TRAIN_SIZE}                      # the default world's renders the units read (the world unit writes them)
     paths = {p.stem: p for p in notebooks}
     for name in selected:
         mine = scoped.get(name, {})
@@ -276,6 +279,8 @@ def build_plan(profile: str = "smoke", only: list[str] | None = None, parameters
             problems += _override_problems(name, defaults, values)
             code = hashlib.sha256(paths[name].read_bytes()).hexdigest()   # the notebook is the unit's code
             reads_data = "DATA_ROOT" in defaults         # a notebook without a dataset needs no world
+            if reads_data and "WORLD_SIZE" in defaults:  # probe notebooks: None is the probe render
+                renders.add(values.get("WORLD_SIZE", defaults["WORLD_SIZE"]) or PROBE_SIZE)
             units.append(Unit(name, "notebook", values, deps if reads_data else (), str(paths[name]),
                               facts={**facts, "protocol": "as the notebook records", "variant":
                                      values.get("VARIANT", defaults.get("VARIANT", "default"))},
@@ -309,8 +314,9 @@ def build_plan(profile: str = "smoke", only: list[str] | None = None, parameters
     if problems:
         raise ConfigError("nothing was run:\n  " + "\n  ".join(dict.fromkeys(problems)))
     if any(WORLD in u.deps for u in units):
-        units.insert(0, Unit(WORLD, "world", {}, (), "", facts={**facts, "protocol": "", "variant": ""},
-                             key=unit_key(WORLD, {}, revision, "", data_id)))
+        world = {"sizes": sorted(renders)}
+        units.insert(0, Unit(WORLD, "world", world, (), "", facts={**facts, "protocol": "", "variant": ""},
+                             key=unit_key(WORLD, world, revision, "", data_id)))
     return Plan(units, profile, revision, preset)
 
 

@@ -98,14 +98,15 @@ def outputs_present(out: Path, unit: Unit) -> bool:
         return (folder / get_method(unit.source).ablation_table).is_file()
     if unit.kind == "claims":
         return (folder / "claims.csv").is_file()
-    from nbseg.world import PROBE_SIZE, default_spec, is_complete
+    from nbseg.world import default_spec, is_complete
 
     try:
-        info = json.loads((folder / "world.json").read_text())
-        roots = {None: info["root"], PROBE_SIZE: info["probe_root"]}
+        roots = json.loads((folder / "world.json").read_text())["roots"]
+        wanted = {str(size) for size in unit.parameters["sizes"]}
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return all(is_complete(Path(root), default_spec(size)) for size, root in roots.items())
+    return set(roots) == wanted and all(is_complete(Path(root), default_spec(int(size)))
+                                        for size, root in roots.items())
 
 
 def up_to_date(out: Path, unit: Unit) -> bool:

@@ -73,13 +73,13 @@ def _claims(task: dict, work: Path) -> dict:
 
 
 def _world(task: dict, work: Path) -> dict:
-    """Both renders of the default world (the training one, and the probes' one the probe notebooks read), so that
-    parallel units never write either at once."""
-    from nbseg.world import PROBE_SIZE, default_root, default_spec, ensure_world
+    """The renders of the default world the plan's units read (``parameters["sizes"]``: the training one, and the
+    probe one when a probe notebook reads it), so that parallel units never write one at once."""
+    from nbseg.world import default_root, default_spec, ensure_world
 
-    root, probe_root = (ensure_world(default_root(size), default_spec(size), progress=False)
-                        for size in (None, PROBE_SIZE))
-    atomic_write_json(work / "world.json", {"root": str(root), "probe_root": str(probe_root)})
+    roots = {str(size): str(ensure_world(default_root(size), default_spec(size), progress=False))
+             for size in task["parameters"]["sizes"]}
+    atomic_write_json(work / "world.json", {"roots": roots})
     return {"status": "ok"}
 
 
