@@ -138,7 +138,9 @@ if DATASET == "world" and not RANDOM_INIT:
 ## CLS attention of the last block, per head and head mean, with the keep-the-mass saliency mask
 
 What to look for: with the trained backbone the head-mean attention lights up the objects (balls, kites, houses)
-and the 60%-mass mask covers them, while random init spreads its attention over the scene.
+and the 60%-mass mask covers most of them (saliency IoU 0.59 against 0.28 at random init on the 192-px render), while
+random init spreads its attention over the scene. It is not perfect: in some images part of the mass spills onto a
+strongly textured stuff region (waves, a patterned wall), and single heads split the work between objects and stuff.
 """),
     ("code", """
 from nbseg.saliency import dino_saliency
