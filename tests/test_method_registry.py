@@ -19,6 +19,7 @@ from nbseg.errors import ConfigError
 from nbseg.evaluation import evaluate
 from nbseg.methods import MethodSpec, SegmentationModel, get_method, method_names, register, unregister
 from nbseg.methods.base import frozen_backbone
+from nbseg.methods.workflow import ablation_names
 from nbseg.prototype_scores import prototype_cosine_maps, segment_by_argmax
 from nbseg.runs import backbone_facts
 from nbseg.train import TrainConfig
@@ -168,10 +169,23 @@ def test_dcn_ablations_run_its_own_settings(tmp_path, capsys):
     spec = get_method("dcn")
     assert {"k=3", "k=10", "foreground=all", "foreground=mean-head"} <= set(spec.ablations)
     code = nbseg_main(["ablate", "dcn", str(tmp_path), *DCN_TINY, f"cache_root={tmp_path / 'cache'}",
-                       "--only", "k=3", "foreground=all", "--eval-limit", "8", "--no-progress"])
+                       "--only", "k=3", "foreground=all", "seed=1", "--eval-limit", "8", "--no-progress"])
     assert code == 0, capsys.readouterr()
+    # seed=1 after --only is an override of every run, not an ablation name
+    assert "seed: 1" in next((tmp_path / "k=3").rglob("config.yaml")).read_text().splitlines()
     table = pd.read_csv(tmp_path / "ablations.csv")
     assert table["ablation"].tolist() == ["k=3", "foreground=all"] and (table["status"] == "ok").all()
     assert table["k"].tolist() == [3, 5] and table["foreground"].tolist() == ["min-head", "all"]
     assert table.loc[1, "foreground fraction"] == 1.0                       # no detection: every region foreground
     assert table["DCN + k-means mIoU %"].between(0, 100).all()
+
+
+def test_only_words_split_into_ablation_names_and_overrides():
+    from nbseg.methods.cli import split_only_words
+    spec = get_method("alignseg")
+    names, overrides = split_only_words(spec, ["baseline", "K=5", "beta=0.3", "seed=2", "n_prototypes=7", "K=7"])
+    # names with "=" stay names; config-field keys become overrides; "K=7" is neither, so it stays a name that
+    # ablation_names then reports as unknown
+    assert names == ["baseline", "K=5", "beta=0.3", "K=7"] and overrides == ["seed=2", "n_prototypes=7"]
+    with pytest.raises(ConfigError, match="unknown alignseg ablation"):
+        ablation_names(spec, names)

@@ -133,7 +133,9 @@ def register_cli(subparsers) -> None:
     a.add_argument("--config", default=None, help="experiment YAML or a shipped name (default world)")
     a.add_argument("--profile", choices=("smoke", "full"), default="smoke",
                    help="smoke: tiny runs and a few ablations (minutes); full: every ablation at the config's size")
-    a.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these ablations")
+    a.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                   help="run only these ablations (a key=value word after them whose key is a config field is "
+                        "read as an override, as if written before --only)")
     a.add_argument("--eval-limit", type=int, default=None, metavar="N",
                    help="score the first N images (default: the smoke profile's number, or all under --profile full)")
     a.add_argument("-p", "--parameter", dest="parameters", action="append", default=[], type=parse_override,
@@ -223,8 +225,29 @@ def _ablation_overrides(args) -> dict:
     return values
 
 
+def split_only_words(spec, words) -> tuple[list[str], list[str]]:
+    """``--only`` words as (ablation names, ``key=value`` overrides).
+
+    ``--only`` takes one or more words, so ``--only baseline seed=1`` hands it the override too. Ablation names
+    may contain ``=`` themselves (``K=5``, ``beta=0.3``), so a word is an ablation name when ``spec.ablations`` has
+    it, an override when its key is a field of ``spec.config_class``, and otherwise stays a name (and
+    :func:`ablation_names` reports it as unknown)."""
+    fields = set(getattr(spec.config_class, "__dataclass_fields__", {}))
+    names, overrides = [], []
+    for word in words or []:
+        key = word.split("=", 1)[0]
+        if word not in spec.ablations and "=" in word and key in fields:
+            overrides.append(word)
+        else:
+            names.append(word)
+    return names, overrides
+
+
 def _cli_ablate(args) -> int:
     spec = get_method(args.method)
+    if args.only:
+        args.only, moved = split_only_words(spec, args.only)
+        args.overrides = [*args.overrides, *moved]
     table = run_ablations(spec, args.out_dir, args.only, profile=args.profile, config=args.config,
                           overrides=_ablation_overrides(args), eval_limit=args.eval_limit,
                           progress=not args.no_progress)
